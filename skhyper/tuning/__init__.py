@@ -1,0 +1,5 @@
+"""The outer loop: cross-validation objective and its optimiser."""
+
+from ._outer import FoldResult, TuningResult, tune, warn_on_failures
+
+__all__ = ["FoldResult", "TuningResult", "tune", "warn_on_failures"]

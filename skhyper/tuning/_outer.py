@@ -1,0 +1,324 @@
+"""The outer loop: minimise the cross-validation loss over log-hyperparameters.
+
+The objective is the mean over folds of the validation loss. Each fold is an
+object with two methods:
+
+- ``initial_state()``: the fold's warm-start state before the first evaluation;
+- ``evaluate(theta, state) -> FoldResult``: solve the inner problem at
+  ``λ = exp(theta)`` from ``state``, and return the validation loss, its
+  gradient with respect to ``theta`` and the new warm-start state.
+
+States travel by value (returned, not mutated), so folds can run on any joblib
+backend, processes and remote workers included.
+"""
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from joblib import Parallel, delayed
+from scipy.optimize import minimize
+from sklearn.exceptions import ConvergenceWarning
+
+from ..exceptions import NonFiniteError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FoldResult", "TuningResult", "tune"]
+
+
+@dataclass
+class FoldResult:
+    """What one fold's evaluation returns.
+
+    Attributes
+    ----------
+    loss : float
+        Validation loss of the fold at ``theta``.
+    grad : ndarray of shape (n_hyperparameters,)
+        Gradient of ``loss`` with respect to ``theta = log λ``.
+    state : object
+        Warm-start state for the next evaluation of this fold.
+    inner_converged : bool
+        Whether the inner solver met its tolerance.
+    linsys_converged : bool
+        Whether the hypergradient's linear system met its tolerance.
+    score : float or None
+        Optional score (greater is better) used to pick the best iterate.
+    """
+
+    loss: float
+    grad: np.ndarray
+    state: object = None
+    inner_converged: bool = True
+    linsys_converged: bool = True
+    score: object = None
+
+
+@dataclass
+class TuningResult:
+    """The outcome of :func:`tune`.
+
+    Attributes
+    ----------
+    theta : ndarray
+        Best finite ``log λ`` found.
+    loss : float
+        Mean CV loss at ``theta``.
+    best_index : int
+        Row of ``history`` holding the best iterate.
+    history : dict of lists
+        One entry per evaluation: ``theta``, ``loss``, ``fold_losses``,
+        ``grad_norm``, ``score``, ``fold_scores``, ``time``.
+    n_iter : int
+        Outer (L-BFGS-B) iterations.
+    states : list
+        Warm-start states of the folds at the last evaluation.
+    at_lower, at_upper : ndarray of bool
+        Which hyperparameters of the best iterate sit at a bound.
+    """
+
+    theta: np.ndarray
+    loss: float
+    best_index: int
+    history: dict
+    n_iter: int
+    states: list
+    at_lower: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    at_upper: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    n_inner_failures: int = 0
+    n_linsys_failures: int = 0
+    n_non_finite: int = 0
+
+
+def _evaluate_folds(problems, theta, states, n_jobs):
+    if n_jobs in (None, 1) or len(problems) == 1:
+        return [p.evaluate(theta, s) for p, s in zip(problems, states)]
+    return Parallel(n_jobs=n_jobs)(
+        delayed(p.evaluate)(theta, s) for p, s in zip(problems, states)
+    )
+
+
+def tune(
+    problems,
+    theta0,
+    bounds,
+    *,
+    max_iter=50,
+    tol=1e-6,
+    n_jobs=None,
+    verbose=0,
+    use_score=False,
+    names=None,
+):
+    """Minimise the mean CV loss over ``theta = log λ`` inside bounds.
+
+    Parameters
+    ----------
+    problems : list of fold problems
+        See the module docstring for the protocol.
+    theta0 : array-like of shape (n_hyperparameters,)
+        Starting point, in log space.
+    bounds : tuple of arrays (lower, upper)
+        Bounds on ``theta``, in log space; broadcast to ``theta0``.
+    max_iter : int, default=50
+        Maximum number of outer iterations.
+    tol : float, default=1e-6
+        Stop when the relative decrease of the loss, or the largest projected
+        gradient component, falls below ``tol``.
+    n_jobs : int, default=None
+        Folds evaluated in parallel through joblib (any active backend).
+    verbose : int, default=0
+        ``verbose >= 1`` prints one line per evaluation.
+    use_score : bool, default=False
+        Choose the best iterate by the mean fold ``score`` (greater is better)
+        rather than by the loss.
+    names : str, default=None
+        Name of the hyperparameter for the progress line (``"alpha"``, ...).
+
+    Returns
+    -------
+    result : TuningResult
+
+    Notes
+    -----
+    The optimiser is L-BFGS-B on ``theta``. An evaluation whose loss or
+    hypergradient is not finite (a :class:`~skhyper.exceptions.NonFiniteError`
+    from a fold) is recorded, skipped, and shown to L-BFGS-B as a very large
+    loss so that its line search steps back; the best finite iterate is
+    returned.
+    """
+    theta0 = np.asarray(theta0, dtype=np.float64).ravel()
+    lower = np.broadcast_to(np.asarray(bounds[0], dtype=np.float64), theta0.shape)
+    upper = np.broadcast_to(np.asarray(bounds[1], dtype=np.float64), theta0.shape)
+    theta0 = np.clip(theta0, lower, upper)
+    states = [p.initial_state() for p in problems]
+    history = {
+        "theta": [],
+        "loss": [],
+        "fold_losses": [],
+        "grad_norm": [],
+        "score": [],
+        "fold_scores": [],
+        "time": [],
+    }
+    counters = {"inner": 0, "linsys": 0, "non_finite": 0}
+    start = time.perf_counter()
+    label = names or "lambda"
+
+    def objective(theta):
+        nonlocal states
+        theta = np.clip(theta, lower, upper)
+        try:
+            results = _evaluate_folds(problems, theta, states, n_jobs)
+            losses = np.array([r.loss for r in results], dtype=np.float64)
+            grads = np.array([r.grad for r in results], dtype=np.float64)
+            if not (np.all(np.isfinite(losses)) and np.all(np.isfinite(grads))):
+                raise NonFiniteError("non-finite validation loss or hypergradient")
+        except NonFiniteError as exc:
+            counters["non_finite"] += 1
+            logger.debug("skipping a non-finite evaluation at %s: %s", theta, exc)
+            _record(history, theta, math.nan, [], math.nan, None, [], start)
+            return _penalty(history), np.zeros_like(theta)
+        states = [r.state for r in results]
+        counters["inner"] += sum(not r.inner_converged for r in results)
+        counters["linsys"] += sum(not r.linsys_converged for r in results)
+        loss = float(losses.mean())
+        grad = grads.mean(axis=0)
+        scores = [r.score for r in results]
+        score = float(np.mean(scores)) if None not in scores else None
+        _record(history, theta, loss, losses, _norm(grad), score, scores, start)
+        if verbose:
+            _print_progress(len(history["loss"]), loss, theta, grad, start, label)
+        return loss, grad
+
+    # L-BFGS-B: cheap, robust, and it honours the bounds exactly.
+    result = minimize(
+        objective,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=list(zip(lower, upper)),
+        options={
+            "maxiter": max_iter,
+            "maxfun": 3 * max_iter,
+            "ftol": tol,
+            "gtol": tol,
+        },
+    )
+    best_index = _best_index(history, use_score)
+    if best_index is None:
+        raise NonFiniteError(
+            "every evaluation of the cross-validation loss was non-finite; "
+            "check the input data for extreme values or narrow the bounds"
+        )
+    theta = np.asarray(history["theta"][best_index])
+    span = np.maximum(upper - lower, 1.0)
+    return TuningResult(
+        theta=theta,
+        loss=history["loss"][best_index],
+        best_index=best_index,
+        history=history,
+        n_iter=int(result.nit),
+        states=states,
+        at_lower=theta <= lower + 1e-6 * span,
+        at_upper=theta >= upper - 1e-6 * span,
+        n_inner_failures=counters["inner"],
+        n_linsys_failures=counters["linsys"],
+        n_non_finite=counters["non_finite"],
+    )
+
+
+def _norm(x):
+    return float(np.linalg.norm(x))
+
+
+def _record(history, theta, loss, fold_losses, grad_norm, score, scores, start):
+    history["theta"].append(np.array(theta, dtype=np.float64))
+    history["loss"].append(loss)
+    history["fold_losses"].append(np.asarray(fold_losses, dtype=np.float64))
+    history["grad_norm"].append(grad_norm)
+    history["score"].append(score)
+    history["fold_scores"].append(scores)
+    history["time"].append(time.perf_counter() - start)
+
+
+def _penalty(history):
+    finite = [v for v in history["loss"] if math.isfinite(v)]
+    return 10.0 * max(abs(v) for v in finite) + 1.0 if finite else 1e10
+
+
+def _best_index(history, use_score):
+    candidates = [i for i, v in enumerate(history["loss"]) if math.isfinite(v)]
+    if not candidates:
+        return None
+    if use_score and all(history["score"][i] is not None for i in candidates):
+        return max(candidates, key=lambda i: (history["score"][i], -i))
+    return min(candidates, key=lambda i: (history["loss"][i], i))
+
+
+def _print_progress(iteration, loss, theta, grad, start, label):
+    values = np.exp(theta)
+    shown = f"{values[0]:.4g}" if values.size == 1 else _summary(values)
+    print(
+        f"[skhyper] eval {iteration:3d}  cv_loss={loss:.6g}  {label}={shown}  "
+        f"|grad|={_norm(grad):.3g}  time={time.perf_counter() - start:.2f}s"
+    )
+
+
+def _summary(values):
+    low, mid, high = values.min(), np.median(values), values.max()
+    return f"[min {low:.3g}, median {mid:.3g}, max {high:.3g}]"
+
+
+def warn_on_failures(result, *, hyperparameter, bounds, inner_hint, linsys_hint):
+    """Emit one aggregated :class:`ConvergenceWarning` for a whole fit.
+
+    Parameters
+    ----------
+    result : TuningResult
+    hyperparameter : str
+        Name shown to the user (``"alpha"``, ``"C"``).
+    bounds : tuple of float
+        The user's bounds (not in log space), named when the optimum sits on
+        one of them (for a single hyperparameter).
+    inner_hint, linsys_hint : str
+        What to change when the inner solver or the linear system stopped
+        early (``"increase inner_max_iter"``).
+    """
+    messages = []
+    n_evals = len(result.history["loss"])
+    if result.n_inner_failures:
+        messages.append(
+            f"the inner solver did not reach its tolerance in "
+            f"{result.n_inner_failures} fold solves over {n_evals} evaluations "
+            f"({inner_hint})"
+        )
+    if result.n_linsys_failures:
+        messages.append(
+            f"the hypergradient linear system did not reach its tolerance in "
+            f"{result.n_linsys_failures} fold solves ({linsys_hint})"
+        )
+    if result.n_non_finite:
+        messages.append(
+            f"{result.n_non_finite} evaluations gave a non-finite loss or "
+            "hypergradient and were skipped"
+        )
+    if result.theta.size == 1 and result.at_lower[0]:
+        messages.append(
+            f"the best {hyperparameter} sits at the lower bound {bounds[0]:g}; "
+            f"widen {hyperparameter}_bounds"
+        )
+    if result.theta.size == 1 and result.at_upper[0]:
+        messages.append(
+            f"the best {hyperparameter} sits at the upper bound {bounds[1]:g}; "
+            f"widen {hyperparameter}_bounds"
+        )
+    if messages:
+        text = "; ".join(messages)
+        warnings.warn(
+            text[0].upper() + text[1:] + ".", ConvergenceWarning, stacklevel=3
+        )
