@@ -136,8 +136,9 @@ def tune(
     use_score : bool, default=False
         Choose the best iterate by the mean fold ``score`` (greater is better)
         rather than by the loss.
-    names : str, default=None
-        Name of the hyperparameter for the progress line (``"alpha"``, ...).
+    names : str or list of str, default=None
+        Names of the hyperparameters for the progress line (``"alpha"``, or
+        one name per entry of ``theta``).
 
     Returns
     -------
@@ -167,7 +168,7 @@ def tune(
     }
     counters = {"inner": 0, "linsys": 0, "non_finite": 0}
     start = time.perf_counter()
-    label = names or "lambda"
+    label = [names] if isinstance(names, str) else list(names or ["lambda"])
 
     def objective(theta):
         nonlocal states
@@ -262,9 +263,12 @@ def _best_index(history, use_score):
 
 def _print_progress(iteration, loss, theta, grad, start, label):
     values = np.exp(theta)
-    shown = f"{values[0]:.4g}" if values.size == 1 else _summary(values)
+    if len(label) == values.size:
+        shown = "  ".join(f"{n}={v:.4g}" for n, v in zip(label, values))
+    else:
+        shown = f"{label[0]}={_summary(values)}"
     print(
-        f"[skhyper] eval {iteration:3d}  cv_loss={loss:.6g}  {label}={shown}  "
+        f"[skhyper] eval {iteration:3d}  cv_loss={loss:.6g}  {shown}  "
         f"|grad|={_norm(grad):.3g}  time={time.perf_counter() - start:.2f}s"
     )
 
@@ -280,11 +284,14 @@ def warn_on_failures(result, *, hyperparameter, bounds, inner_hint, linsys_hint)
     Parameters
     ----------
     result : TuningResult
-    hyperparameter : str
-        Name shown to the user (``"alpha"``, ``"C"``).
-    bounds : tuple of float
+    hyperparameter : str or list of str
+        Name shown to the user (``"alpha"``, ``"C"``), or one name per entry
+        of ``theta`` (for a few hyperparameters tuned together).
+    bounds : tuple of float, or list of tuples
         The user's bounds (not in log space), named when the optimum sits on
-        one of them (for a single hyperparameter).
+        one of them; one pair per name when several names are given. With
+        one name and many entries (per-feature values), bounds are not
+        reported: features whose value runs to a bound are expected.
     inner_hint, linsys_hint : str
         What to change when the inner solver or the linear system stopped
         early (``"increase inner_max_iter"``).
@@ -307,16 +314,18 @@ def warn_on_failures(result, *, hyperparameter, bounds, inner_hint, linsys_hint)
             f"{result.n_non_finite} evaluations gave a non-finite loss or "
             "hypergradient and were skipped"
         )
-    if result.theta.size == 1 and result.at_lower[0]:
-        messages.append(
-            f"the best {hyperparameter} sits at the lower bound {bounds[0]:g}; "
-            f"widen {hyperparameter}_bounds"
-        )
-    if result.theta.size == 1 and result.at_upper[0]:
-        messages.append(
-            f"the best {hyperparameter} sits at the upper bound {bounds[1]:g}; "
-            f"widen {hyperparameter}_bounds"
-        )
+    names = [hyperparameter] if isinstance(hyperparameter, str) else hyperparameter
+    pairs = [bounds] if isinstance(hyperparameter, str) else list(bounds)
+    if len(names) == result.theta.size:
+        for name, (low, high), lo, up in zip(
+            names, pairs, result.at_lower, result.at_upper
+        ):
+            if lo or up:
+                side, value = ("lower", low) if lo else ("upper", high)
+                messages.append(
+                    f"the best {name} sits at the {side} bound {value:g}; "
+                    f"widen the bounds of {name}"
+                )
     if messages:
         text = "; ".join(messages)
         warnings.warn(
