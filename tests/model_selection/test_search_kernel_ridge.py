@@ -1,0 +1,154 @@
+"""HypergradSearchCV on KernelRidge: alpha and gamma tuned together."""
+
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.linear_model import Lasso
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skhyper import HypergradSearchCV
+from skhyper.inner.kernel_ridge import KernelRidgeFoldProblem
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    X, y = load_diabetes(return_X_y=True)
+    return StandardScaler().fit_transform(X), y
+
+
+def _fold_loss(problem, theta):
+    return problem.evaluate(theta, problem.initial_state()).loss
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "laplacian"])
+@pytest.mark.parametrize("method", ["cg", "gmres", "exact"])
+def test_kernel_ridge_hypergradient_matches_finite_differences(
+    diabetes, kernel, method
+):
+    X, y = diabetes
+    rng = np.random.RandomState(0)
+    weights = rng.uniform(0.5, 2.0, size=300)
+    problem = KernelRidgeFoldProblem(
+        X[:300],
+        y[:300],
+        X[300:],
+        y[300:],
+        kernel=kernel,
+        sample_weight_train=weights,
+        hypergrad=method,
+        linsys_tol=1e-12,
+        linsys_max_iter=3000,
+    )
+    theta = np.log([0.3, 0.05])
+    grad = problem.evaluate(theta, problem.initial_state()).grad
+    step = 1e-5
+    reference = np.array(
+        [
+            (
+                _fold_loss(problem, theta + step * e)
+                - _fold_loss(problem, theta - step * e)
+            )
+            / (2 * step)
+            for e in np.eye(2)
+        ]
+    )
+    np.testing.assert_allclose(grad, reference, rtol=1e-5)
+
+
+def test_kernel_ridge_fold_matches_sklearn_with_sample_weight(diabetes):
+    X, y = diabetes
+    weights = np.random.RandomState(1).uniform(0.5, 2.0, size=300)
+    problem = KernelRidgeFoldProblem(
+        X[:300], y[:300], X[300:], y[300:], kernel="rbf", sample_weight_train=weights
+    )
+    result = problem.evaluate(np.log([0.7, 0.02]), problem.initial_state())
+    model = KernelRidge(alpha=0.7, kernel="rbf", gamma=0.02)
+    model.fit(X[:300], y[:300], sample_weight=weights)
+    np.testing.assert_allclose(
+        problem.coefficients(result.state), model.dual_coef_, rtol=1e-8
+    )
+    mse = np.mean((model.predict(X[300:]) - y[300:]) ** 2)
+    np.testing.assert_allclose(result.loss, mse, rtol=1e-10)
+
+
+def test_search_beats_a_30_point_grid_on_kernel_ridge(diabetes):
+    X, y = diabetes
+    cv = KFold(5, shuffle=True, random_state=0)
+    model = KernelRidge(kernel="rbf")
+    bounds = {"alpha": (1e-3, 1e2), "gamma": (1e-4, 1.0)}
+    search = HypergradSearchCV(
+        model, bounds, cv=cv, scoring="neg_mean_squared_error"
+    ).fit(X, y)
+    grid = GridSearchCV(
+        model,
+        {"alpha": np.logspace(-3, 2, 6), "gamma": np.logspace(-4, 0, 5)},
+        cv=cv,
+        scoring="neg_mean_squared_error",
+    ).fit(X, y)
+    assert search.best_score_ >= grid.best_score_
+    # The reported score is the mean of the per-fold scores of the best row.
+    row = search.best_index_
+    splits = [search.cv_results_[f"split{k}_test_score"][row] for k in range(5)]
+    assert search.best_score_ == pytest.approx(np.mean(splits))
+    # best_estimator_ is the plain sklearn model refitted on all the data.
+    refit = KernelRidge(kernel="rbf", **search.best_params_).fit(X, y)
+    np.testing.assert_allclose(search.predict(X), refit.predict(X), rtol=1e-10)
+
+
+def test_search_results_do_not_depend_on_n_jobs(diabetes):
+    X, y = diabetes
+    pipe = make_pipeline(StandardScaler(), KernelRidge(kernel="rbf"))
+    bounds = {"kernelridge__alpha": (1e-2, 1e1), "kernelridge__gamma": (1e-3, 1e-1)}
+    kwargs = {"cv": 3, "max_iter": 5, "scoring": "neg_mean_squared_error"}
+    serial = HypergradSearchCV(pipe, bounds, n_jobs=1, **kwargs).fit(X, y)
+    parallel = HypergradSearchCV(pipe, bounds, n_jobs=2, **kwargs).fit(X, y)
+    np.testing.assert_allclose(
+        serial.cv_results_["mean_cv_loss"], parallel.cv_results_["mean_cv_loss"]
+    )
+    for name, value in serial.best_params_.items():
+        assert parallel.best_params_[name] == pytest.approx(value, rel=1e-6)
+
+
+def test_best_estimator_loads_without_torch(diabetes, tmp_path):
+    X, y = diabetes
+    search = HypergradSearchCV(
+        make_pipeline(StandardScaler(), KernelRidge(kernel="rbf")),
+        {"kernelridge__gamma": (1e-3, 1e-1)},
+        cv=3,
+        max_iter=5,
+    ).fit(X, y)
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(search.best_estimator_))
+    np.save(tmp_path / "X.npy", X)
+    expected = search.predict(X)
+    script = (
+        "import pickle, sys, numpy as np\n"
+        f"model = pickle.loads(open({str(path)!r}, 'rb').read())\n"
+        f"pred = model.predict(np.load({str(tmp_path / 'X.npy')!r}))\n"
+        "assert 'torch' not in sys.modules and 'skhyper' not in sys.modules\n"
+        "sys.stdout.write(repr(pred.tolist()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    np.testing.assert_array_equal(np.array(eval(out.stdout)), expected)
+
+
+def test_unsupported_estimator_and_parameter_are_refused(diabetes):
+    X, y = diabetes
+    with pytest.raises(TypeError, match="Ridge.*LogisticRegression.*KernelRidge"):
+        HypergradSearchCV(Lasso(), {"alpha": (1e-3, 1.0)}).fit(X, y)
+    with pytest.raises(ValueError, match="kernelridge__alpha, kernelridge__gamma"):
+        HypergradSearchCV(
+            make_pipeline(StandardScaler(), KernelRidge(kernel="rbf")),
+            {"kernelridge__degree": (1, 3)},
+        ).fit(X, y)
+    with pytest.raises(ValueError, match="0 < low <= high"):
+        HypergradSearchCV(KernelRidge(), {"alpha": (-1.0, 1.0)}).fit(X, y)
