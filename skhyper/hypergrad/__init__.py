@@ -5,17 +5,13 @@ of Hypergradient Computation" (Grazzi et al., ICML 2020) for the methods and
 their error bounds.
 """
 
-from ._linsys import SolveInfo, conjugate_gradient, dense_solve, fixed_point, gmres
+from ._aid import aid, exact
+from ._common import HypergradResult, relative_error
+from ._gmres import gmres
+from ._itd import itd
+from ._linsys import SolveInfo, conjugate_gradient, dense_solve, fixed_point
 from ._maps import gradient_step_map
-from ._methods import (
-    METHODS,
-    HypergradResult,
-    aid,
-    exact,
-    hypergradient,
-    itd,
-    relative_error,
-)
+from ._methods import METHODS, hypergradient
 
 __all__ = [
     "METHODS",

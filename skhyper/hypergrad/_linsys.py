@@ -1,10 +1,12 @@
 """Matrix-free solvers for the linear system of implicit differentiation.
 
-Every solver takes a callable ``matvec(v) -> A v`` on flat torch vectors, a
-right-hand side ``b``, a warm start, a relative tolerance and an iteration cap,
-and returns the solution together with a :class:`SolveInfo` record. The guards
-are shared: a zero right-hand side returns an exact zero, and a non-finite
-value or a breakdown stops the solver and is reported, never hidden.
+Every solver (restarted GMRES lives in ``_gmres.py``) takes a callable
+``matvec(v) -> A v`` on flat torch vectors, a right-hand side ``b``, a warm
+start, a relative tolerance and an iteration cap, and returns the solution
+together with a :class:`SolveInfo` record. The guards are shared: a zero
+right-hand side returns an exact zero, a non-finite value raises
+:class:`~skhyper.exceptions.NonFiniteError`, and a breakdown or an early stop
+is reported in the record and by a warning, never hidden.
 """
 
 import math
@@ -15,7 +17,7 @@ import torch
 
 from ..exceptions import HypergradientWarning, NonFiniteError
 
-__all__ = ["SolveInfo", "conjugate_gradient", "fixed_point", "gmres", "dense_solve"]
+__all__ = ["SolveInfo", "conjugate_gradient", "fixed_point", "dense_solve"]
 
 
 @dataclass
@@ -27,9 +29,12 @@ class SolveInfo:
     solver : str
         Name of the solver (``"cg"``, ``"fp"``, ``"gmres"``, ``"exact"``).
     n_iter : int
-        Iterations used (matrix-vector products for the iterative solvers).
+        Iterations used: CG or fixed-point steps, GMRES Krylov products (the
+        extra products that check the true residual are not counted), 1 for
+        the dense solve, ``t`` for ITD.
     residual : float
-        Final relative residual ``||b - A v|| / ||b||``.
+        Final relative residual ``||b - A v|| / ||b||`` of the returned
+        solution (for ITD, the relative size of the last step).
     converged : bool
         Whether the residual met the tolerance.
     message : str
@@ -61,6 +66,30 @@ def _scaled_problem(b):
     return b / scale, scale
 
 
+def _check_settings(tol, max_iter):
+    tol = float(tol)
+    if not (math.isfinite(tol) and tol >= 0.0):
+        raise ValueError(f"tol must be a finite non-negative number, got {tol!r}")
+    if int(max_iter) != max_iter or max_iter < 1:
+        raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+    return tol, int(max_iter)
+
+
+def _start(b, x0, scale):
+    """The warm start in the scaled problem, zero when none is given."""
+    if x0 is None:
+        return torch.zeros_like(b)
+    if x0.shape != b.shape:
+        raise ValueError(f"x0 has shape {tuple(x0.shape)}, b has {tuple(b.shape)}")
+    _require_finite(x0, "the warm start x0")
+    return x0.detach().to(b) / scale
+
+
+def _require_finite(x, what):
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(f"non-finite value in {what}")
+
+
 def _finish(solver, v, scale, n_iter, residual, converged, message, warn):
     info = SolveInfo(solver, n_iter, residual, converged, message)
     if warn and not converged:
@@ -72,6 +101,12 @@ def _finish(solver, v, scale, n_iter, residual, converged, message, warn):
             stacklevel=3,
         )
     return v * scale, info
+
+
+def _residual(matvec, b, x):
+    """The true relative residual ``||b - A x||`` of the scaled problem."""
+    r = b - matvec(x)
+    return r, _norm(r)
 
 
 def conjugate_gradient(matvec, b, *, x0=None, tol=1e-10, max_iter=100, warn=True):
@@ -89,7 +124,7 @@ def conjugate_gradient(matvec, b, *, x0=None, tol=1e-10, max_iter=100, warn=True
     tol : float, default=1e-10
         Relative tolerance on the residual ``||b - A x|| / ||b||``.
     max_iter : int, default=100
-        Maximum number of iterations.
+        Maximum number of iterations (one product with ``A`` each).
     warn : bool, default=True
         Emit a :class:`~skhyper.exceptions.HypergradientWarning` when the solve
         does not converge.
@@ -97,28 +132,47 @@ def conjugate_gradient(matvec, b, *, x0=None, tol=1e-10, max_iter=100, warn=True
     Returns
     -------
     x : torch.Tensor
-        The iterate that met the tolerance, or the last finite one.
+        The iterate that met the tolerance, or the last one.
     info : SolveInfo
-        Diagnostics. Non-positive curvature ``p^T A p <= 0`` (``A`` is not
+        Diagnostics. Non-positive curvature ``pᵀAp <= 0`` (``A`` is not
         positive definite) stops the solver with ``converged=False``.
+
+    Raises
+    ------
+    NonFiniteError
+        When ``b``, ``x0`` or a product with ``A`` is not finite.
 
     Notes
     -----
     The right-hand side is normalised to unit norm before the iterations and
     the solution is rescaled after, so that tiny gradients in float32 do not
-    underflow.
+    underflow; inner products are taken in float64. The residual that CG
+    updates by recurrence drifts from ``b - A x`` in finite precision, so
+    convergence is confirmed on the true residual (one extra product) and the
+    iteration restarts from it when the two disagree. The residual reported
+    is always the true one of the returned iterate.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhyper.hypergrad import conjugate_gradient
+    >>> A = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    >>> b = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    >>> x, info = conjugate_gradient(lambda v: A @ v, b)
+    >>> x, info.n_iter, info.converged
+    (tensor([0.0909, 0.6364], dtype=torch.float64), 2, True)
     """
+    tol, max_iter = _check_settings(tol, max_iter)
     b, scale = _scaled_problem(b)
     if scale == 0.0:
         return torch.zeros_like(b), SolveInfo("cg", 0, 0.0, True, "zero rhs")
-    x = torch.zeros_like(b) if x0 is None else x0.detach().to(b) / scale
-
-    # Residual of the warm start.
-    r = b - matvec(x) if x0 is not None else b.clone()
-    rr = float(torch.dot(r.double(), r.double()))
-    residual = math.sqrt(rr)
+    x = _start(b, x0, scale)
+    r, residual = _residual(matvec, b, x) if x0 is not None else (b.clone(), 1.0)
+    if not math.isfinite(residual):
+        raise NonFiniteError("conjugate gradient: A x0 is not finite")
     if residual <= tol:
         return _finish("cg", x, scale, 0, residual, True, "warm start", warn)
+    rr = residual**2
     p = r.clone()
     for it in range(1, max_iter + 1):
         Ap = matvec(p)
@@ -126,24 +180,28 @@ def conjugate_gradient(matvec, b, *, x0=None, tol=1e-10, max_iter=100, warn=True
         if not math.isfinite(curvature):
             raise NonFiniteError("conjugate gradient: A p is not finite")
         if curvature <= 0.0:
-            return _finish(
-                "cg",
-                x,
-                scale,
-                it,
-                residual,
-                False,
-                "non-positive curvature p^T A p <= 0: the system is not "
-                "positive definite, so conjugate gradient does not apply",
-                warn,
+            _, residual = _residual(matvec, b, x)
+            message = (
+                "non-positive curvature pᵀAp <= 0: the system is not positive "
+                "definite, so conjugate gradient does not apply"
             )
+            return _finish("cg", x, scale, it, residual, False, message, warn)
         step = rr / curvature
         x = x + step * p
         r = r - step * Ap
         rr_new = float(torch.dot(r.double(), r.double()))
-        residual = math.sqrt(rr_new)
-        if residual <= tol:
-            return _finish("cg", x, scale, it, residual, True, "tolerance met", warn)
+        if math.sqrt(rr_new) <= tol or it == max_iter:
+            # Confirm on the true residual before stopping.
+            r, residual = _residual(matvec, b, x)
+            if not math.isfinite(residual):
+                raise NonFiniteError("conjugate gradient: the residual is not finite")
+            if residual <= tol:
+                return _finish(
+                    "cg", x, scale, it, residual, True, "tolerance met", warn
+                )
+            # Restart the directions from the true residual.
+            rr, p = residual**2, r.clone()
+            continue
         p = r + (rr_new / rr) * p
         rr = rr_new
     return _finish(
@@ -152,13 +210,12 @@ def conjugate_gradient(matvec, b, *, x0=None, tol=1e-10, max_iter=100, warn=True
 
 
 def fixed_point(jtvec, b, *, x0=None, tol=1e-10, max_iter=100, warn=True):
-    """Solve ``(I - J^T) x = b`` by the fixed-point iteration
-    ``x <- J^T x + b``.
+    """Solve ``(I - Jᵀ) x = b`` by the fixed-point iteration ``x <- Jᵀx + b``.
 
     Parameters
     ----------
     jtvec : callable
-        ``jtvec(v)`` returns ``J^T v``, with ``J`` the Jacobian of the
+        ``jtvec(v)`` returns ``Jᵀv``, with ``J`` the Jacobian of the
         fixed-point map with respect to the inner weights.
     b, x0, tol, max_iter, warn
         As in :func:`conjugate_gradient`.
@@ -168,16 +225,36 @@ def fixed_point(jtvec, b, *, x0=None, tol=1e-10, max_iter=100, warn=True):
     x : torch.Tensor
     info : SolveInfo
 
+    Raises
+    ------
+    NonFiniteError
+        When ``b``, ``x0`` or an iterate is not finite (the iteration diverges
+        when ``J`` is not a contraction).
+
     Notes
     -----
     The iteration converges linearly at the contraction rate of the map; it is
-    the linear-system counterpart of iterating the map itself. The residual of
-    iterate ``x`` is ``J^T x + b - x``, the difference of two iterates.
+    the linear-system counterpart of iterating the map itself, and ``k``
+    iterations from zero give the AID-FP estimate of the paper. The residual
+    of an iterate ``x`` is ``Jᵀx + b - x``, the difference of two successive
+    iterates; the one reported is that of the previous iterate, and bounds the
+    residual of the returned one whenever ``||J|| <= 1``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhyper.hypergrad import fixed_point
+    >>> J = torch.tensor([[0.5, 0.0], [0.2, 0.25]], dtype=torch.float64)
+    >>> b = torch.tensor([1.0, 3.0], dtype=torch.float64)
+    >>> x, info = fixed_point(lambda v: J.T @ v, b, tol=1e-14)
+    >>> x, info.converged
+    (tensor([3.6000, 4.0000], dtype=torch.float64), True)
     """
+    tol, max_iter = _check_settings(tol, max_iter)
     b, scale = _scaled_problem(b)
     if scale == 0.0:
         return torch.zeros_like(b), SolveInfo("fp", 0, 0.0, True, "zero rhs")
-    x = torch.zeros_like(b) if x0 is None else x0.detach().to(b) / scale
+    x = _start(b, x0, scale)
     residual = math.inf
     for it in range(1, max_iter + 1):
         x_new = jtvec(x) + b
@@ -189,79 +266,6 @@ def fixed_point(jtvec, b, *, x0=None, tol=1e-10, max_iter=100, warn=True):
             return _finish("fp", x, scale, it, residual, True, "tolerance met", warn)
     return _finish(
         "fp", x, scale, max_iter, residual, False, "iteration cap reached", warn
-    )
-
-
-def gmres(matvec, b, *, x0=None, tol=1e-10, max_iter=100, restart=50, warn=True):
-    """Solve ``A x = b`` for a general (non-symmetric) ``A`` by restarted GMRES.
-
-    Parameters
-    ----------
-    matvec, b, x0, tol, max_iter, warn
-        As in :func:`conjugate_gradient`; ``max_iter`` counts matrix-vector
-        products.
-    restart : int, default=50
-        Size of the Krylov basis before a restart.
-
-    Returns
-    -------
-    x : torch.Tensor
-    info : SolveInfo
-
-    Notes
-    -----
-    Arnoldi with modified Gram-Schmidt builds an orthonormal Krylov basis; the
-    small least-squares problem is solved in float64 at every step so that the
-    residual norm is known without forming ``x``. Breakdown (a zero new basis
-    vector) means the exact solution lies in the current basis.
-    """
-    b, scale = _scaled_problem(b)
-    if scale == 0.0:
-        return torch.zeros_like(b), SolveInfo("gmres", 0, 0.0, True, "zero rhs")
-    x = torch.zeros_like(b) if x0 is None else x0.detach().to(b) / scale
-    n_iter = 0
-    residual = math.inf
-    while n_iter < max_iter:
-        r = b - matvec(x) if (x0 is not None or n_iter > 0) else b.clone()
-        beta = _norm(r)
-        if not math.isfinite(beta):
-            raise NonFiniteError("GMRES: the residual is not finite")
-        residual = beta
-        if beta <= tol:
-            return _finish("gmres", x, scale, n_iter, beta, True, "tolerance met", warn)
-        m = min(restart, max_iter - n_iter)
-        basis = [r / beta]
-        hess = torch.zeros(m + 1, m, dtype=torch.float64)
-        e1 = torch.zeros(m + 1, dtype=torch.float64)
-        e1[0] = beta
-        y = None
-        for j in range(m):
-            w = matvec(basis[j])
-            n_iter += 1
-            # Modified Gram-Schmidt against the current basis.
-            for i in range(j + 1):
-                coefficient = float(torch.dot(w.double(), basis[i].double()))
-                hess[i, j] = coefficient
-                w = w - coefficient * basis[i]
-            hess[j + 1, j] = _norm(w)
-            if not math.isfinite(float(hess[j + 1, j])):
-                raise NonFiniteError("GMRES: a Krylov vector is not finite")
-            # Small least-squares problem min ||beta e1 - H y||.
-            sub = hess[: j + 2, : j + 1]
-            y = torch.linalg.lstsq(sub, e1[: j + 2, None]).solution[:, 0]
-            residual = _norm(e1[: j + 2] - sub @ y)
-            breakdown = float(hess[j + 1, j]) <= 1e-14 * beta
-            if residual <= tol or breakdown:
-                break
-            basis.append(w / float(hess[j + 1, j]))
-        stacked = torch.stack(basis[: y.shape[0]], dim=1)
-        x = x + stacked @ y.to(dtype=stacked.dtype, device=stacked.device)
-        if residual <= tol:
-            return _finish(
-                "gmres", x, scale, n_iter, residual, True, "tolerance met", warn
-            )
-    return _finish(
-        "gmres", x, scale, n_iter, residual, False, "iteration cap reached", warn
     )
 
 
@@ -277,13 +281,34 @@ def dense_solve(matrix, b):
     -------
     x : torch.Tensor
     info : SolveInfo
+        ``residual`` is the relative residual of the computed solution.
+
+    Raises
+    ------
+    NonFiniteError
+        When the matrix is singular or the solution is not finite.
+
+    Notes
+    -----
+    ``b`` is normalised before the solve and the solution rescaled after, as
+    in the iterative solvers.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhyper.hypergrad import dense_solve
+    >>> A = torch.tensor([[2.0, 1.0], [0.0, 1.0]], dtype=torch.float64)
+    >>> x, info = dense_solve(A, torch.tensor([3.0, 1.0], dtype=torch.float64))
+    >>> [round(float(value), 10) for value in x], info.solver
+    ([1.0, 1.0], 'exact')
     """
     b, scale = _scaled_problem(b)
     if scale == 0.0:
         return torch.zeros_like(b), SolveInfo("exact", 0, 0.0, True, "zero rhs")
+    _require_finite(matrix, "the matrix of the linear system")
     try:
         x = torch.linalg.solve(matrix, b)
-    except RuntimeError as exc:  # singular matrix
+    except RuntimeError as exc:  # an exactly singular matrix
         raise NonFiniteError(f"exact solve: the system is singular ({exc})") from exc
     residual = _norm(matrix @ x - b)
     if not math.isfinite(residual):
