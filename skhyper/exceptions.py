@@ -14,6 +14,24 @@ class NonFiniteError(FloatingPointError):
 
     The message names the step where it appeared (inner weights, outer loss,
     linear system, hypergradient), so that the user knows what to change.
+
+    Notes
+    -----
+    Derives from :class:`FloatingPointError`, so code that already guards
+    against floating-point failures catches it too.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhyper.exceptions import NonFiniteError
+    >>> from skhyper.hypergrad import aid
+    >>> lam = torch.tensor(float("nan"), dtype=torch.float64)
+    >>> w = torch.ones(2, dtype=torch.float64)
+    >>> try:
+    ...     aid(lambda w, lam: 0.5 * w + lam, lambda w, lam: w.sum(), w, lam)
+    ... except NonFiniteError as error:
+    ...     print(error)
+    non-finite value in the hyperparameters λ
     """
 
 
@@ -22,5 +40,24 @@ class HypergradientWarning(UserWarning):
 
     Raised when the iteration cap was reached before the tolerance, or when
     the solver met a system it does not apply to (for example non-positive
-    curvature under conjugate gradient).
+    curvature under conjugate gradient, or a GMRES breakdown on a singular
+    system). The same facts are in the solver's ``SolveInfo``.
+
+    Notes
+    -----
+    The estimators call the engine with ``warn=False`` and report instead one
+    aggregated :class:`sklearn.exceptions.ConvergenceWarning` per fit.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> import torch
+    >>> from skhyper.exceptions import HypergradientWarning
+    >>> from skhyper.hypergrad import conjugate_gradient
+    >>> A = torch.diag(torch.tensor([1.0, -1.0], dtype=torch.float64))
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     _, info = conjugate_gradient(lambda v: A @ v, torch.ones(2, dtype=A.dtype))
+    >>> caught[0].category is HypergradientWarning, info.converged
+    (True, False)
     """

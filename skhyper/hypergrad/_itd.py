@@ -130,6 +130,8 @@ def _itd_reverse(fp_map, outer_loss, w0, hp_leaves, n_steps, n_tracked):
 def _forward_step(fp_map, w, hp_leaves, tangents):
     """One step of ``w`` and of ``dw/dλ`` (columns of ``tangents``)."""
     w_leaf = w.clone().requires_grad_(True)
+    # Everything below builds graphs through the dummy cotangent, so autograd
+    # must be on even when the caller switched it off.
     with torch.enable_grad():
         phi = fp_map(w_leaf, _hp_arg(hp_leaves))
         # Jacobian-vector products by the double-backward trick: the
@@ -140,19 +142,18 @@ def _forward_step(fp_map, w, hp_leaves, tangents):
         vjps = torch.autograd.grad(
             phi, [w_leaf, *hp_leaves], dummy, create_graph=True, allow_unused=True
         )
-    vjp_w = torch.zeros_like(w_leaf) if vjps[0] is None else vjps[0]
-    vjp_hp = torch.cat(
-        [
-            (torch.zeros_like(h) if g is None else g).reshape(-1)
-            for g, h in zip(vjps[1:], hp_leaves)
-        ]
-    )
-    columns = []
-    for j in range(tangents.shape[1]):
-        with torch.enable_grad():
+        vjp_w = torch.zeros_like(w_leaf) if vjps[0] is None else vjps[0]
+        vjp_hp = torch.cat(
+            [
+                (torch.zeros_like(h) if g is None else g).reshape(-1)
+                for g, h in zip(vjps[1:], hp_leaves)
+            ]
+        )
+        columns = []
+        for j in range(tangents.shape[1]):
             total = (vjp_w.reshape(-1) * tangents[:, j]).sum() + vjp_hp[j]
-        (column,) = _grad_or_zeros(total, [dummy], retain_graph=True)
-        columns.append(column.reshape(-1))
+            (column,) = _grad_or_zeros(total, [dummy], retain_graph=True)
+            columns.append(column.reshape(-1))
     return phi.detach(), torch.stack(columns, dim=1).detach()
 
 

@@ -39,6 +39,20 @@ class SolveInfo:
         Whether the residual met the tolerance.
     message : str
         What stopped the solver, in words.
+
+    Notes
+    -----
+    The residual is relative to ``||b||``: the solvers work on ``b / ||b||``
+    and rescale the solution, so it is also the residual of that scaled
+    problem. A zero right-hand side gives ``n_iter = 0`` and ``residual = 0``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhyper.hypergrad import conjugate_gradient
+    >>> _, info = conjugate_gradient(lambda v: 2 * v, torch.zeros(3))
+    >>> info
+    SolveInfo(solver='cg', n_iter=0, residual=0.0, converged=True, message='zero rhs')
     """
 
     solver: str

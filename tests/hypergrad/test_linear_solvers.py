@@ -188,3 +188,27 @@ def test_gmres_reports_breakdown_on_a_singular_system():
 def test_solvers_reject_bad_settings(function, kwargs):
     with pytest.raises(ValueError):
         function(lambda v: v, torch.ones(3, dtype=torch.float64), **kwargs)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_float32_cg_reports_the_true_residual(seed):
+    # In float32 on an ill-conditioned system the residual updated by the CG
+    # recurrence falls below tol long before the true one does; convergence
+    # must be judged on b - A x.
+    A, b = _spd(100, seed, condition=1e4), _rhs(100, seed)
+    A32 = torch.tensor(A, dtype=torch.float32)
+
+    x, info = conjugate_gradient(
+        lambda v: A32 @ v,
+        torch.tensor(b, dtype=torch.float32),
+        tol=1e-5,
+        max_iter=1000,
+        warn=False,
+    )
+
+    true = _true_residual(A, b, x.double())
+    assert info.residual == pytest.approx(true, rel=0.2)
+    if info.converged:
+        assert true <= 1.01e-5
+    else:
+        assert info.residual > 1e-5
