@@ -34,6 +34,14 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pandas", "matplotlib", "ruff"],
         "examples": ["matplotlib"],
+        "docs": [
+            "sphinx>=7",
+            "numpydoc>=1.6",
+            "sphinx-gallery>=0.15",
+            "pydata-sphinx-theme>=0.15",
+            "matplotlib",
+            "pandas",
+        ],
     },
     classifiers=[
         "Programming Language :: Python :: 3",
