@@ -20,8 +20,8 @@ __all__ = ["gmres"]
 
 
 def _arnoldi_cycle(matvec, r, beta, m, tol):
-    """Up to ``m`` Arnoldi steps from ``r``; return the update, the steps
-    used, the estimated residual and whether the basis broke down."""
+    """Up to ``m`` Arnoldi steps from ``r`` (of norm ``beta``); return the
+    update of ``x``, the steps used and whether the basis broke down."""
     basis = [r / beta]
     hess = torch.zeros(m + 1, m, dtype=torch.float64)
     e1 = torch.zeros(m + 1, dtype=torch.float64)
@@ -79,8 +79,9 @@ def gmres(matvec, b, *, x0=None, tol=1e-10, max_iter=100, restart=50, warn=True)
     float64. At the end of each cycle the true residual ``b - A x`` (one
     extra product) decides convergence and starts the next cycle. A breakdown
     (a zero new basis vector) means the solution lies in the current basis;
-    when the true residual still misses the tolerance there, ``A`` is singular
-    or too ill-conditioned, and the solver stops with ``converged=False``.
+    when the true residual still misses the tolerance and no longer
+    decreases, ``A`` is singular or too ill-conditioned, and the solver stops
+    with ``converged=False``.
 
     Examples
     --------
@@ -113,13 +114,17 @@ def gmres(matvec, b, *, x0=None, tol=1e-10, max_iter=100, restart=50, warn=True)
         update, used, breakdown = _arnoldi_cycle(matvec, r, residual, m, tol)
         n_iter += used
         x = x + update
+        previous = residual
         r, residual = _residual(matvec, b, x)
         message = "tolerance met"
-        if breakdown and math.isfinite(residual) and residual > tol:
+        # After a breakdown the cycle found the best x in an invariant space;
+        # another cycle helps only if this one still made progress (it
+        # refines a solution hit by rounding, not a singular system).
+        if breakdown and residual > max(tol, 0.5 * previous):
             message = (
-                "breakdown: the Krylov space is invariant but the residual "
-                "misses the tolerance, so the system is singular or too "
-                "ill-conditioned"
+                "breakdown: the Krylov space is invariant and the residual "
+                "stopped decreasing above the tolerance (a singular or "
+                "ill-conditioned system, or a tolerance below rounding)"
             )
             return _finish("gmres", x, scale, n_iter, residual, False, message, warn)
     return _finish(
