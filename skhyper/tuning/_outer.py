@@ -113,6 +113,7 @@ def tune(
     verbose=0,
     use_score=False,
     names=None,
+    scan=0,
 ):
     """Minimise the mean CV loss over ``theta = log λ`` inside bounds.
 
@@ -139,6 +140,12 @@ def tune(
     names : str or list of str, default=None
         Names of the hyperparameters for the progress line (``"alpha"``, or
         one name per entry of ``theta``).
+    scan : int, default=0
+        Before L-BFGS-B, evaluate ``scan`` points evenly spaced along the
+        diagonal of the bounds box (for one hyperparameter, a coarse log-grid
+        of its interval) and start from the best of them and ``theta0``. Worth
+        it when evaluations are cheap, for example when one factorisation per
+        fold serves every point.
 
     Returns
     -------
@@ -150,7 +157,11 @@ def tune(
     hypergradient is not finite (a :class:`~skhyper.exceptions.NonFiniteError`
     from a fold) is recorded, skipped, and shown to L-BFGS-B as a very large
     loss so that its line search steps back; the best finite iterate is
-    returned.
+    returned. L-BFGS-B starts with the identity as its Hessian model, so its
+    first step is the gradient itself; the objective it sees is divided by the
+    largest gradient component at the start, which makes that first step one
+    unit of ``log λ`` whatever the scale of the loss (the history keeps the
+    unscaled values).
     """
     theta0 = np.asarray(theta0, dtype=np.float64).ravel()
     lower = np.broadcast_to(np.asarray(bounds[0], dtype=np.float64), theta0.shape)
@@ -196,9 +207,27 @@ def tune(
             _print_progress(len(history["loss"]), loss, theta, grad, start, label)
         return loss, grad
 
+    cached = {}
+    if scan:
+        theta0, cached["start"] = _scan_start(
+            objective, theta0, lower, upper, int(scan)
+        )
+    scale = []
+
+    def scaled_objective(theta):
+        if "start" in cached and np.array_equal(theta, theta0):
+            loss, grad = cached.pop("start")
+        else:
+            cached.clear()
+            loss, grad = objective(theta)
+        if not scale:
+            # A non-finite first point comes back with a zero gradient: scale 1.
+            scale.append(_objective_scale(grad))
+        return loss / scale[0], grad / scale[0]
+
     # L-BFGS-B: cheap, robust, and it honours the bounds exactly.
     result = minimize(
-        objective,
+        scaled_objective,
         theta0,
         jac=True,
         method="L-BFGS-B",
@@ -235,6 +264,24 @@ def tune(
 
 def _norm(x):
     return float(np.linalg.norm(x))
+
+
+def _objective_scale(grad):
+    largest = float(np.max(np.abs(grad))) if np.size(grad) else 0.0
+    return largest if math.isfinite(largest) and largest > 0 else 1.0
+
+
+def _scan_start(objective, theta0, lower, upper, n_points):
+    """Evaluate ``theta0`` and ``n_points`` on the diagonal of the bounds box.
+
+    Returns the best finite point and its ``(loss, grad)``; ``theta0`` wins
+    ties. Non-finite points come back from ``objective`` as a large penalty.
+    """
+    fractions = np.linspace(0.0, 1.0, n_points) if n_points > 1 else [0.5]
+    candidates = [theta0] + [lower + f * (upper - lower) for f in fractions]
+    evaluated = [(objective(theta), theta) for theta in candidates]
+    (loss, grad), theta = min(evaluated, key=lambda item: item[0][0])
+    return np.array(theta, dtype=np.float64), (loss, grad)
 
 
 def _record(history, theta, loss, fold_losses, grad_norm, score, scores, start):
