@@ -1,0 +1,136 @@
+"""The outer loop on synthetic fold problems whose optimum is known."""
+
+import warnings
+
+import numpy as np
+import pytest
+from joblib import parallel_config
+from sklearn.exceptions import ConvergenceWarning
+
+from skhyper.exceptions import NonFiniteError
+from skhyper.tuning import FoldResult, tune, warn_on_failures
+
+
+class QuadraticFold:
+    """``loss(θ) = 0.5 Σ_j a_j (θ_j - c_j)^2``, counting its evaluations."""
+
+    def __init__(self, centre, curvature=1.0, finite_below=np.inf, converged=True):
+        self.centre = np.asarray(centre, dtype=float)
+        self.curvature = curvature
+        self.finite_below = finite_below
+        self.converged = converged
+
+    def initial_state(self):
+        return 0
+
+    def evaluate(self, theta, state):
+        if np.any(theta > self.finite_below):
+            raise NonFiniteError("synthetic overflow")
+        diff = theta - self.centre
+        return FoldResult(
+            loss=0.5 * self.curvature * float(diff @ diff),
+            grad=self.curvature * diff,
+            state=state + 1,
+            inner_converged=self.converged,
+            score=-float(np.abs(diff).sum()),
+        )
+
+
+def test_tune_finds_the_minimiser_of_the_mean_fold_loss():
+    problems = [QuadraticFold([1.0, -2.0], 1.0), QuadraticFold([3.0, 0.0], 3.0)]
+    # Mean of the curvature-weighted centres: the minimiser of the mean loss.
+    expected = (1.0 * np.array([1.0, -2.0]) + 3.0 * np.array([3.0, 0.0])) / 4.0
+    result = tune(problems, [0.0, 0.0], (-10.0, 10.0), tol=1e-12)
+    np.testing.assert_allclose(result.theta, expected, atol=1e-6)
+    assert result.loss == pytest.approx(
+        np.mean([p.evaluate(expected, 0).loss for p in problems]), rel=1e-9
+    )
+    assert not result.at_lower.any() and not result.at_upper.any()
+
+
+def test_states_are_threaded_through_evaluations():
+    problems = [QuadraticFold([0.5]), QuadraticFold([1.5])]
+    result = tune(problems, [0.0], (-5.0, 5.0))
+    # Each evaluation adds one to the state it is given: the last states count
+    # every (finite) evaluation.
+    assert result.states == [len(result.history["loss"])] * 2
+
+
+def test_optimum_outside_the_bounds_is_reported_at_the_bound():
+    problems = [QuadraticFold([4.0])]
+    result = tune(problems, [0.0], (np.log(0.1), np.log(10.0)))
+    assert result.theta[0] == pytest.approx(np.log(10.0))
+    assert result.at_upper[0]
+    with pytest.warns(ConvergenceWarning, match="upper bound 10; widen"):
+        warn_on_failures(
+            result,
+            hyperparameter="alpha",
+            bounds=(0.1, 10.0),
+            inner_hint="-",
+            linsys_hint="-",
+        )
+
+
+def test_non_finite_evaluations_are_skipped_and_best_finite_kept():
+    # The unconstrained minimum (θ = 2) lies where the folds overflow.
+    problems = [QuadraticFold([2.0], finite_below=1.0)]
+    result = tune(problems, [0.0], (-5.0, 5.0))
+    assert result.n_non_finite > 0
+    assert np.isnan(result.history["loss"]).any()
+    assert result.theta[0] <= 1.0
+    assert np.isfinite(result.loss)
+    finite = [v for v in result.history["loss"] if np.isfinite(v)]
+    assert result.loss == min(finite)
+
+
+def test_all_non_finite_raises_a_clear_error():
+    problems = [QuadraticFold([0.0], finite_below=-10.0)]
+    with pytest.raises(NonFiniteError, match="every evaluation"):
+        tune(problems, [0.0], (-5.0, 5.0))
+
+
+def test_one_aggregated_warning_for_many_failed_inner_solves():
+    problems = [QuadraticFold([1.0], converged=False) for _ in range(3)]
+    result = tune(problems, [0.0], (-5.0, 5.0))
+    n_evals = len(result.history["loss"])
+    assert result.n_inner_failures == 3 * n_evals
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warn_on_failures(
+            result,
+            hyperparameter="C",
+            bounds=(1e-3, 1e3),
+            inner_hint="increase inner_max_iter",
+            linsys_hint="-",
+        )
+    messages = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(messages) == 1
+    assert f"{3 * n_evals} fold solves" in str(messages[0].message)
+    assert "increase inner_max_iter" in str(messages[0].message)
+
+
+def test_parallel_folds_give_the_serial_result():
+    problems = [QuadraticFold([c, -c]) for c in (0.3, 1.1, 2.0)]
+    serial = tune(problems, [0.0, 0.0], (-5.0, 5.0))
+    with parallel_config(backend="threading"):
+        threaded = tune(problems, [0.0, 0.0], (-5.0, 5.0), n_jobs=2)
+    np.testing.assert_array_equal(serial.theta, threaded.theta)
+    assert serial.history["loss"] == threaded.history["loss"]
+
+
+def test_scan_starts_from_the_best_coarse_point():
+    # Far from theta0 = -9, near the upper end of the box: the scan finds it.
+    problems = [QuadraticFold([8.0])]
+    result = tune(problems, [-9.0], (-10.0, 10.0), scan=5, max_iter=2)
+    assert abs(result.theta[0] - 8.0) < 1.0
+    # theta0 and the 5 scan points come first in the history.
+    np.testing.assert_allclose(
+        np.ravel(result.history["theta"][:6]), [-9.0, -10.0, -5.0, 0.0, 5.0, 10.0]
+    )
+
+
+def test_use_score_selects_by_score_not_loss():
+    problems = [QuadraticFold([1.0])]
+    result = tune(problems, [0.0], (-5.0, 5.0), use_score=True)
+    scores = result.history["score"]
+    assert scores[result.best_index] == max(s for s in scores if s is not None)
