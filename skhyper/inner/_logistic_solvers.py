@@ -1,0 +1,244 @@
+"""Warm-started solvers for the logistic training objective.
+
+Both solvers take a :class:`~skhyper.inner._logistic_objective.LogisticObjective`
+and stop when the largest gradient entry of the mean-scaled objective is at
+most ``tol``.
+
+The Newton solver never needs a fresh Hessian at every step: its directions
+come from conjugate gradient on exact Hessian-vector products, preconditioned
+by the Cholesky factor of a *reference* Hessian formed at some earlier point
+(possibly an earlier outer iteration). Forming a Hessian costs as much as
+``n_weights / 12`` or so Hessian-vector products, so the reference is only
+refreshed when conjugate gradient has become slower than that.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from ..exceptions import NonFiniteError
+from ..hypergrad import conjugate_gradient
+
+__all__ = [
+    "InnerSolution",
+    "cholesky_factor",
+    "lbfgs_solve",
+    "newton_cg_solve",
+    "preconditioned_cg",
+]
+
+
+@dataclass
+class InnerSolution:
+    """What an inner solve returns.
+
+    Attributes
+    ----------
+    W : torch.Tensor
+        The weights reached.
+    n_iter : int
+        Newton or L-BFGS iterations used.
+    converged : bool
+        Whether the gradient met the tolerance.
+    factor : torch.Tensor or None
+        Lower Cholesky factor of the reference Hessian (Newton only), to
+        precondition the next solves.
+    stale : bool
+        Whether the last conjugate-gradient solve found the reference slow,
+        so that it should be refreshed before its next use.
+    """
+
+    W: torch.Tensor
+    n_iter: int
+    converged: bool
+    factor: object = None
+    stale: bool = False
+
+
+def _check_finite(value, grad):
+    if not (bool(torch.isfinite(value)) and bool(torch.isfinite(grad).all())):
+        raise NonFiniteError(
+            "non-finite value in the logistic training loss or its gradient "
+            "(the inner weights w)"
+        )
+
+
+def cholesky_factor(H):
+    """Lower Cholesky factor of ``H``, adding the least diagonal shift needed.
+
+    The objective is strictly convex, so a failure is round-off on a nearly
+    singular Hessian (very large C); a shift of 1e-12 relative to the mean
+    diagonal, grown tenfold per failure, restores positive definiteness.
+    """
+    factor, info = torch.linalg.cholesky_ex(H)
+    if int(info) == 0:
+        return factor
+    if not bool(torch.isfinite(H).all()):
+        raise NonFiniteError("the Hessian of the logistic training loss is not finite")
+    scale = float(H.diagonal().abs().mean()) or 1.0
+    shift = 1e-12 * scale
+    identity = torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    while True:
+        factor, info = torch.linalg.cholesky_ex(H + shift * identity)
+        if int(info) == 0:
+            return factor
+        shift *= 10.0
+
+
+def refresh_limit(objective):
+    """CG iterations worth one Hessian: beyond this, refresh the reference."""
+    return max(2, objective.n_weights // 24)
+
+
+def preconditioned_cg(matvec, rhs, factor, *, tol, max_iter, x0=None):
+    """Solve ``H x = rhs`` by conjugate gradient preconditioned by ``L Lᵀ``.
+
+    The engine's :func:`~skhyper.hypergrad.conjugate_gradient` runs on the
+    symmetric system ``(L⁻¹ H L⁻ᵀ) u = L⁻¹ rhs`` and ``x = L⁻ᵀ u``; with
+    ``factor=None`` it runs on ``H`` itself. ``L Lᵀ`` equal to ``H`` makes the
+    system the identity, solved in one iteration.
+
+    Returns
+    -------
+    x : torch.Tensor
+        Flat solution.
+    info : SolveInfo
+        The engine's diagnostics (residual of the preconditioned system).
+    """
+    rhs = rhs.reshape(-1)
+    x0 = None if x0 is None else x0.reshape(-1)
+    if factor is None:
+        return conjugate_gradient(
+            matvec, rhs, x0=x0, tol=tol, max_iter=max_iter, warn=False
+        )
+
+    def lower_solve(x):
+        return torch.linalg.solve_triangular(factor, x[:, None], upper=False)[:, 0]
+
+    def upper_solve(x):
+        return torch.linalg.solve_triangular(factor.T, x[:, None], upper=True)[:, 0]
+
+    def whitened(u):
+        return lower_solve(matvec(upper_solve(u)))
+
+    start = None if x0 is None else factor.T @ x0
+    u, info = conjugate_gradient(
+        whitened, lower_solve(rhs), x0=start, tol=tol, max_iter=max_iter, warn=False
+    )
+    return upper_solve(u), info
+
+
+def _armijo_step(objective, theta, W, value, grad, direction):
+    """Backtracking line search; returns the accepted point or None."""
+    slope = float((grad * direction).sum())
+    # Near the optimum the decrease is below round-off of the loss value, so
+    # the test allows a few ulps of slack rather than rejecting Newton steps.
+    slack = 1e-13 * (1.0 + abs(float(value)))
+    step = 1.0
+    with torch.no_grad():
+        for _ in range(40):
+            candidate = W + step * direction
+            trial = float(objective.value(candidate, theta))
+            if trial <= float(value) + 1e-4 * step * slope + slack:
+                return candidate
+            step *= 0.5
+    return None
+
+
+def newton_cg_solve(objective, theta, W0, factor, *, tol, max_iter, stale=False):
+    """Inexact Newton with preconditioned conjugate-gradient directions.
+
+    Parameters
+    ----------
+    objective : LogisticObjective
+    theta : torch.Tensor
+        ``log C``, one value or one per feature.
+    W0 : torch.Tensor
+        Warm start.
+    factor : torch.Tensor or None
+        Cholesky factor of a reference Hessian; ``None`` forms one at ``W0``.
+    tol : float
+        Gradient tolerance (largest absolute entry).
+    max_iter : int
+        Newton iterations at most.
+    stale : bool, default=False
+        Refresh ``factor`` before its first use.
+
+    Returns
+    -------
+    solution : InnerSolution
+
+    Notes
+    -----
+    Each step solves ``H(W) d = -∇ℓ`` to the relative accuracy
+    ``min(0.1, √||∇ℓ||_∞)`` (a forcing term that keeps the convergence
+    superlinear), then backtracks along ``d`` until the Armijo condition
+    holds. A direction that needed more than :func:`refresh_limit` products
+    refreshes the reference Hessian at the current point.
+    """
+    W = W0.detach().clone()
+    limit = refresh_limit(objective)
+    stale = stale or factor is None
+    for n_iter in range(max_iter + 1):
+        value, grad, Z = objective.value_and_gradient(W, theta)
+        _check_finite(value, grad)
+        size = float(grad.abs().max())
+        if size <= tol:
+            return InnerSolution(W, n_iter, True, factor, stale)
+        if n_iter == max_iter:
+            break
+        if stale:
+            factor = cholesky_factor(objective.hessian(W, theta, Z))
+        matvec = objective.hessian_operator(W, theta, Z)
+        direction, info = preconditioned_cg(
+            matvec, -grad, factor, tol=min(0.1, size**0.5), max_iter=4 * limit + 10
+        )
+        stale = info.n_iter > limit
+        candidate = _armijo_step(
+            objective, theta, W, value, grad, direction.reshape(W.shape)
+        )
+        if candidate is None:
+            break
+        W = candidate
+    return InnerSolution(W, n_iter, False, factor, stale)
+
+
+def lbfgs_solve(objective, theta, W0, *, tol, max_iter, history_size=20):
+    """L-BFGS with a strong-Wolfe line search (``torch.optim.LBFGS``).
+
+    Parameters
+    ----------
+    objective, theta, W0, tol, max_iter
+        As in :func:`newton_cg_solve`; ``max_iter`` counts L-BFGS iterations.
+    history_size : int, default=20
+        Number of curvature pairs kept.
+
+    Returns
+    -------
+    solution : InnerSolution
+        Without a Hessian factor.
+    """
+    W = W0.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [W],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter,
+        tolerance_grad=tol,
+        tolerance_change=0.0,
+        history_size=history_size,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        value, grad, _ = objective.value_and_gradient(W.detach(), theta)
+        _check_finite(value, grad)
+        W.grad = grad
+        return value
+
+    optimizer.step(closure)
+    n_iter = int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
+    W = W.detach()
+    value, grad, _ = objective.value_and_gradient(W, theta)
+    _check_finite(value, grad)
+    return InnerSolution(W, n_iter, float(grad.abs().max()) <= tol)

@@ -1,0 +1,463 @@
+"""L2-penalised logistic regression as an inner problem: binary and multinomial.
+
+The training objective on one fold, in scikit-learn's scaling, is
+
+    C Σ_i s_i l(y_i, x_i·W + b) + ½ ||W||²
+
+(the intercept ``b`` is not penalised; with one C per feature the penalty is
+``½ Σ_j ||W_{:,j}||² / C_j``). It is solved in the equivalent mean-scaled form
+
+    ℓ(W, θ) = Σ_i ŝ_i l_i + ½ Σ_j exp(-θ_j) ||W_{:,j}||² / S,
+
+with ``ŝ = s / S``, ``S = Σ_i s_i`` and ``θ = log C``, whose minimiser is the
+same but whose gradient has a scale that does not grow with the sample size.
+The loss ``l`` is the binomial log loss with one weight vector (two classes)
+or the multinomial (softmax) log loss with one row per class.
+"""
+
+import numpy as np
+import torch
+
+from ..exceptions import NonFiniteError
+from ..hypergrad import gradient_step_map, hypergradient
+from ..tuning import FoldResult
+from ..utils import resolve_device, to_numpy
+from ._logistic_objective import LogisticObjective, pointwise_log_loss
+from ._logistic_solvers import (
+    cholesky_factor,
+    lbfgs_solve,
+    newton_cg_solve,
+    preconditioned_cg,
+    refresh_limit,
+)
+
+__all__ = ["LogisticFoldProblem", "fit_logistic", "NEWTON_MAX_WEIGHTS"]
+
+# Above this many weights a Hessian and its Cholesky factor cost too much
+# memory and time to serve as Newton's preconditioner; L-BFGS takes over.
+NEWTON_MAX_WEIGHTS = 2000
+
+HYPERGRAD_METHODS = ("cg", "fp", "gmres", "exact", "itd")
+SOLVERS = ("auto", "newton", "lbfgs")
+
+
+def _as_theta(theta, n_features):
+    """``θ = log C`` as a flat float64 tensor of 1 or ``n_features`` values."""
+    theta = torch.as_tensor(np.asarray(theta, dtype=np.float64)).reshape(-1)
+    if theta.numel() not in (1, n_features):
+        raise ValueError(
+            f"expected 1 or {n_features} values of log C, got {theta.numel()}"
+        )
+    return theta
+
+
+def _use_newton(objective, solver):
+    """Newton for a moderate number of weights, else L-BFGS."""
+    if solver == "auto":
+        return objective.n_weights <= NEWTON_MAX_WEIGHTS
+    return solver == "newton"
+
+
+def _split(objective, W):
+    """Return numpy ``(coef, intercept)`` in LogisticRegression's shapes."""
+    coef = to_numpy(W[:, : objective.n_features]).copy()
+    if not objective.fit_intercept:
+        return coef, np.zeros(objective.n_outputs)
+    intercept = to_numpy(W[:, objective.n_features]).copy()
+    if objective.n_outputs > 1:
+        intercept -= intercept.mean()
+    return coef, intercept
+
+
+def _whitened_newton_map(objective, factor):
+    """The Newton map in the coordinates ``U = LᵀW`` of a Cholesky factor ``L``.
+
+    ``Φ(U, θ) = U - L⁻¹ ∇_Wℓ(L⁻ᵀU, θ)``: its fixed point is the minimiser, and
+    its Jacobian ``I - L⁻¹HL⁻ᵀ`` is symmetric, and zero where ``LLᵀ = H``.
+    """
+
+    def to_weights(U):
+        flat = torch.linalg.solve_triangular(factor.T, U.reshape(-1, 1), upper=True)
+        return flat.reshape(objective.n_outputs, objective.n_columns)
+
+    def fp_map(U, theta):
+        if not U.requires_grad:
+            U = U.detach().requires_grad_(True)
+        with torch.enable_grad():
+            W = to_weights(U)
+            (grad,) = torch.autograd.grad(
+                objective.value(W, theta), U, create_graph=True
+            )
+        return U - grad  # the chain rule through W = L⁻ᵀU applies L⁻¹
+
+    return fp_map, to_weights
+
+
+class LogisticFoldProblem:
+    """One cross-validation fold of L2-penalised logistic regression.
+
+    Implements the fold-problem protocol of :func:`skhyper.tuning.tune` with
+    ``θ = log C``: each evaluation solves the training problem from the
+    previous solution and returns the validation log loss and its gradient
+    with respect to ``θ``.
+
+    Parameters
+    ----------
+    X_train, X_val : {ndarray, sparse matrix} of shape (n, n_features)
+        Training and validation parts of the fold.
+    y_train_encoded, y_val_encoded : ndarray of shape (n,)
+        Class indices in ``0 .. n_classes - 1``.
+    n_classes : int
+        Number of classes; two gives one weight vector, more the softmax.
+    sample_weight_train, sample_weight_val : ndarray, default=None
+        Per-sample weights (class weights already folded in).
+    fit_intercept : bool, default=True
+        Fit an unpenalised intercept.
+    per_feature : bool, default=False
+        One C per feature instead of one in all.
+    hypergrad : {"cg", "fp", "gmres", "exact", "itd"}, default="cg"
+        How the linear system ``H v = ∇_W E`` is solved: the engine's
+        conjugate gradient on exact Hessian-vector products (preconditioned
+        by the Newton solver's Cholesky factor, when there is one), a direct
+        solve, or the engine's fixed-point, GMRES or ITD on a fixed-point map
+        (see Notes).
+    inner_tol : float, default=1e-8
+        Gradient tolerance (largest entry) of the mean-scaled training loss.
+    inner_max_iter : int, default=500
+        Newton or L-BFGS iterations at most per solve.
+    linsys_tol : float, default=1e-8
+        Relative residual tolerance of the linear system.
+    linsys_max_iter : int, default=200
+        Iterations at most of the linear system (steps for ITD).
+    device : str, default="auto"
+        Torch device, see :func:`skhyper.utils.resolve_device`.
+    solver : {"auto", "newton", "lbfgs"}, default="auto"
+        Inner solver; ``"auto"`` takes Newton for at most
+        ``NEWTON_MAX_WEIGHTS`` weights, L-BFGS otherwise.
+
+    Notes
+    -----
+    The fold's training objective is ``ℓ(W, θ) = Σ_i ŝ_i l_i + ½ Σ_j
+    exp(-θ_j) ||W_{:,j}||² / S`` (module docstring) and its validation loss
+    ``E(W) = Σ_i ŝ'_i l(y'_i, x'_i W)``, the weighted mean log loss. By the
+    implicit function theorem, at the minimiser ``W(θ)``,
+
+        ∂E/∂θ_j = -(∂_θ_j ∇_Wℓ)ᵀ v = exp(-θ_j) / S Σ_k W_kj v_kj,
+        where  H v = ∇_W E,  H = ∇²_W ℓ.
+
+    The Newton solver keeps the Cholesky factor ``L`` of a reference Hessian
+    across outer iterations; ``hypergrad="cg"`` solves for ``v`` by the
+    engine's conjugate gradient on ``L⁻¹HL⁻ᵀ`` (a few iterations when the
+    reference is recent). The engine's other methods use the map
+    ``Φ(U, θ) = U - L⁻¹∇_Wℓ(L⁻ᵀU, θ)`` with ``L`` refreshed at the solution
+    (so that ``∂_UΦ`` is nearly zero), or, after L-BFGS, the gradient step
+    ``Φ(W, θ) = W - ∇_Wℓ / L`` with ``L`` a bound on the Hessian.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhyper.inner.logistic import LogisticFoldProblem
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randn(80, 4)
+    >>> y = (X[:, 0] + rng.randn(80) > 0).astype(int)
+    >>> fold = LogisticFoldProblem(X[:60], y[:60], X[60:], y[60:], 2, device="cpu")
+    >>> result = fold.evaluate(np.array([0.0]), fold.initial_state())
+    >>> result.grad.shape, bool(result.inner_converged)
+    ((1,), True)
+    """
+
+    def __init__(
+        self,
+        X_train,
+        y_train_encoded,
+        X_val,
+        y_val_encoded,
+        n_classes,
+        *,
+        sample_weight_train=None,
+        sample_weight_val=None,
+        fit_intercept=True,
+        per_feature=False,
+        hypergrad="cg",
+        inner_tol=1e-8,
+        inner_max_iter=500,
+        linsys_tol=1e-8,
+        linsys_max_iter=200,
+        device="auto",
+        solver="auto",
+    ):
+        if hypergrad not in HYPERGRAD_METHODS:
+            raise ValueError(
+                f"hypergrad must be one of {HYPERGRAD_METHODS}, got {hypergrad!r}"
+            )
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+        _check_classes_present(y_train_encoded, sample_weight_train, n_classes)
+        device = resolve_device(device)
+        self.objective = LogisticObjective(
+            X_train,
+            y_train_encoded,
+            n_classes,
+            sample_weight_train,
+            fit_intercept,
+            device,
+        )
+        self.validation = LogisticObjective(
+            X_val, y_val_encoded, n_classes, sample_weight_val, fit_intercept, device
+        )
+        self.newton = _use_newton(self.objective, solver)
+        self.per_feature = bool(per_feature)
+        self.hypergrad = hypergrad
+        self.inner_tol = float(inner_tol)
+        self.inner_max_iter = int(inner_max_iter)
+        self.linsys_tol = float(linsys_tol)
+        self.linsys_max_iter = int(linsys_max_iter)
+        self._curvature = None
+
+    @property
+    def n_hyperparameters(self):
+        """One, or ``n_features`` with ``per_feature``."""
+        return self.objective.n_features if self.per_feature else 1
+
+    def initial_state(self):
+        """Zero weights, no reference Hessian, no linear-system warm start."""
+        return {"W": to_numpy(self.objective.zeros()), "v": None, "factor": None}
+
+    def validation_loss(self, W, theta):
+        """``E(W)``: the weighted mean log loss on the validation part."""
+        Z = self.validation.decision(W)
+        losses = pointwise_log_loss(Z, self.validation.target)
+        return torch.dot(self.validation.weight, losses)
+
+    def evaluate(self, theta, state):
+        """Validation loss and its gradient with respect to ``θ = log C``.
+
+        Parameters
+        ----------
+        theta : ndarray of shape (n_hyperparameters,)
+        state : dict
+            From :meth:`initial_state` or a previous :meth:`evaluate`.
+
+        Returns
+        -------
+        result : FoldResult
+        """
+        objective = self.objective
+        theta = _as_theta(theta, objective.n_features).to(objective.device)
+        if theta.numel() != self.n_hyperparameters:
+            raise ValueError(
+                f"expected {self.n_hyperparameters} values of log C, got "
+                f"{theta.numel()}"
+            )
+        W0 = torch.as_tensor(state["W"], device=objective.device)
+
+        # Step 1: the inner problem, warm-started from the previous solution.
+        if self.newton:
+            solution = newton_cg_solve(
+                objective,
+                theta,
+                W0,
+                state["factor"],
+                tol=self.inner_tol,
+                max_iter=self.inner_max_iter,
+                stale=state.get("stale", False),
+            )
+        else:
+            solution = lbfgs_solve(
+                objective, theta, W0, tol=self.inner_tol, max_iter=self.inner_max_iter
+            )
+
+        # Steps 2 and 3: the linear system H v = ∇_W E, then the gradient.
+        if self.hypergrad == "cg" or (self.hypergrad == "exact" and self.newton):
+            loss, grad, v, linsys_converged = self._implicit_gradient(
+                solution, theta, state["v"]
+            )
+        else:
+            loss, grad, v, linsys_converged = self._engine_gradient(solution, theta)
+        return FoldResult(
+            loss=loss,
+            grad=grad,
+            state={
+                "W": to_numpy(solution.W),
+                "v": v,
+                "factor": solution.factor,
+                "stale": solution.stale,
+            },
+            inner_converged=solution.converged,
+            linsys_converged=linsys_converged,
+        )
+
+    def _implicit_gradient(self, solution, theta, v0):
+        """``v`` by conjugate gradient on Hessian products, or by Cholesky."""
+        objective = self.objective
+        W = solution.W
+        loss, grad_w, _ = self.validation.data_terms(W)
+        _check_finite(loss, grad_w)
+        if self.newton and (solution.stale or self.hypergrad == "exact"):
+            solution.factor = cholesky_factor(objective.hessian(W, theta))
+            solution.stale = False
+        if self.hypergrad == "exact":
+            flat = grad_w.reshape(-1, 1)
+            v, converged = torch.cholesky_solve(flat, solution.factor), True
+        else:
+            if v0 is not None:
+                v0 = torch.as_tensor(v0, device=objective.device)
+            v, info = preconditioned_cg(
+                objective.hessian_operator(W, theta),
+                grad_w,
+                solution.factor,
+                tol=self.linsys_tol,
+                max_iter=self.linsys_max_iter,
+                x0=v0,
+            )
+            converged = info.converged
+            solution.stale = solution.stale or info.n_iter > refresh_limit(objective)
+        v = v.reshape(W.shape)
+        n_features = objective.n_features
+        products = (W[:, :n_features] * v[:, :n_features]).sum(dim=0)
+        grad = objective.penalty_scale(theta) * products
+        if not self.per_feature:
+            grad = grad.sum().reshape(1)
+        _check_finite(loss, grad)
+        return float(loss), to_numpy(grad), to_numpy(v), converged
+
+    def _engine_gradient(self, solution, theta):
+        """The engine's fixed-point, GMRES, ITD or dense method on a map."""
+        objective = self.objective
+        if self.newton:
+            # A fresh factor at the solution makes the map nearly constant,
+            # so that every method converges in a step or two.
+            solution.factor = cholesky_factor(objective.hessian(solution.W, theta))
+            solution.stale = False
+            fp_map, to_weights = _whitened_newton_map(objective, solution.factor)
+            start = (solution.factor.T @ solution.W.reshape(-1)).reshape(
+                solution.W.shape
+            )
+        else:
+            if self._curvature is None:
+                self._curvature = objective.curvature_bound()
+            lipschitz = self._curvature + float(objective.penalty_scale(theta).max())
+            fp_map = gradient_step_map(objective.value, 1.0 / lipschitz)
+            to_weights, start = (lambda W: W), solution.W
+        result = hypergradient(
+            fp_map,
+            lambda U, theta: self.validation_loss(to_weights(U), theta),
+            start,
+            theta,
+            method=self.hypergrad,
+            tol=self.linsys_tol,
+            max_iter=self.linsys_max_iter,
+            warn=False,
+        )
+        grad = to_numpy(result.grad).reshape(-1)
+        return result.outer_loss, grad, None, result.info.converged
+
+    def coefficients(self, state):
+        """``(coef, intercept)`` of a state, in LogisticRegression's shapes."""
+        W = torch.as_tensor(state["W"], device=self.objective.device)
+        return _split(self.objective, W)
+
+
+def _check_finite(value, grad):
+    if not (bool(torch.isfinite(value).all()) and bool(torch.isfinite(grad).all())):
+        raise NonFiniteError(
+            "non-finite value in the validation log loss or the hypergradient"
+        )
+
+
+def _check_classes_present(y_encoded, sample_weight, n_classes):
+    weight = np.ones(len(y_encoded)) if sample_weight is None else sample_weight
+    totals = np.bincount(y_encoded, weights=weight, minlength=n_classes)
+    missing = np.flatnonzero(totals <= 0)
+    if missing.size:
+        raise ValueError(
+            f"the training data has no sample of class index {missing[0]} with a "
+            "positive weight; logistic regression needs every class"
+        )
+
+
+def fit_logistic(
+    X,
+    y_encoded,
+    n_classes,
+    C,
+    sample_weight=None,
+    fit_intercept=True,
+    *,
+    tol=1e-10,
+    max_iter=1000,
+    device="auto",
+    solver="auto",
+    return_converged=False,
+):
+    """Fit L2-penalised logistic regression at a given C, as scikit-learn does.
+
+    Parameters
+    ----------
+    X : {ndarray, sparse matrix} of shape (n_samples, n_features)
+        Training data.
+    y_encoded : ndarray of shape (n_samples,)
+        Class indices in ``0 .. n_classes - 1``.
+    n_classes : int
+        Number of classes (two gives a single weight vector).
+    C : float or ndarray of shape (n_features,)
+        Inverse regularisation strength, one value or one per feature.
+    sample_weight : ndarray of shape (n_samples,), default=None
+        Per-sample weights (class weights already folded in).
+    fit_intercept : bool, default=True
+        Whether to fit an unpenalised intercept.
+    tol : float, default=1e-10
+        Gradient tolerance of the mean-scaled objective.
+    max_iter : int, default=1000
+        Solver iterations at most.
+    device : str, default="auto"
+        Torch device, see :func:`skhyper.utils.resolve_device`.
+    solver : {"auto", "newton", "lbfgs"}, default="auto"
+        Inner solver, as in :class:`LogisticFoldProblem`.
+    return_converged : bool, default=False
+        Also return whether the solver met ``tol``.
+
+    Returns
+    -------
+    coef : ndarray of shape (1, n_features) or (n_classes, n_features)
+    intercept : ndarray of shape (1,) or (n_classes,)
+    converged : bool
+        Only with ``return_converged=True``.
+
+    Notes
+    -----
+    Minimises ``C Σ_i s_i l_i + ½ ||W||²`` (``½ Σ_j ||W_{:,j}||² / C_j`` per
+    feature), the objective of ``LogisticRegression(C=C)``. The multinomial
+    intercept is returned centred (summing to zero), scikit-learn's convention.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from skhyper.inner.logistic import fit_logistic
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randn(60, 3)
+    >>> y = (X[:, 0] + 0.5 * rng.randn(60) > 0).astype(int)
+    >>> coef, intercept = fit_logistic(X, y, 2, C=0.5, device="cpu")
+    >>> reference = LogisticRegression(C=0.5, tol=1e-10).fit(X, y)
+    >>> bool(np.allclose(coef, reference.coef_, atol=1e-6))
+    True
+    """
+    objective = LogisticObjective(
+        X, y_encoded, n_classes, sample_weight, fit_intercept, resolve_device(device)
+    )
+    _check_classes_present(y_encoded, sample_weight, n_classes)
+    theta = _as_theta(np.log(np.asarray(C, dtype=np.float64)), objective.n_features)
+    theta = theta.to(objective.device)
+    if _use_newton(objective, solver):
+        solution = newton_cg_solve(
+            objective, theta, objective.zeros(), None, tol=tol, max_iter=max_iter
+        )
+    else:
+        solution = lbfgs_solve(
+            objective, theta, objective.zeros(), tol=tol, max_iter=max_iter
+        )
+    coef, intercept = _split(objective, solution.W)
+    if return_converged:
+        return coef, intercept, solution.converged
+    return coef, intercept

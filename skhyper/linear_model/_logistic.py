@@ -1,0 +1,503 @@
+"""HypergradLogisticCV: logistic regression with C tuned by hypergradient CV.
+
+This module imports neither PyTorch nor the inner problems at import time: a
+fitted model unpickles and predicts with numpy alone.
+"""
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit, log_softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import check_scoring
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+
+from ..tuning import tune, warn_on_failures
+from ._base import (
+    LinearPredictorMixin,
+    check_bounds,
+    check_choice,
+    check_positive,
+    check_sample_weight,
+    cv_results_from_history,
+    cv_splits,
+    initial_log_values,
+    validate_data,
+)
+
+__all__ = ["HypergradLogisticCV"]
+
+_HYPERGRAD = ("cg", "fp", "gmres", "exact", "itd")
+_SOLVERS = ("auto", "newton", "lbfgs")
+
+
+class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
+    """Logistic regression whose C is tuned by gradient descent on the CV loss.
+
+    Binary or multinomial (softmax) logistic regression with an L2 penalty.
+    The inverse regularisation strength ``C`` (one value, or one per feature)
+    is chosen to minimise the cross-validated log loss, by L-BFGS-B on
+    ``log C`` with implicit hypergradients; then the model is refitted on all
+    the data at the best C found.
+
+    Parameters
+    ----------
+    C : float or array-like of shape (n_features,), default=1.0
+        Starting value of the inverse regularisation strength (one value per
+        feature when ``per_feature=True``).
+    per_feature : bool, default=False
+        Tune one C per feature (automatic relevance determination by
+        cross-validation).
+    C_bounds : tuple of float, default=(1e-4, 1e4)
+        The search interval of every C. A best C on one of these bounds
+        (single C) gives a ``ConvergenceWarning`` naming it.
+    fit_intercept : bool, default=True
+        Fit an intercept, which is never penalised.
+    cv : int, cross-validation generator or iterable, default=None
+        The folds, as :func:`sklearn.model_selection.check_cv` reads them;
+        ``None`` means 5-fold
+        :class:`~sklearn.model_selection.StratifiedKFold`.
+    class_weight : dict or "balanced", default=None
+        Weights of the classes, folded into the sample weights. ``"balanced"``
+        is computed once on the whole ``y``, as ``LogisticRegression`` does.
+    scoring : str or callable, default=None
+        A scikit-learn scorer. It changes only what is reported
+        (``best_score_``, ``cv_results_["mean_test_score"]``) and which
+        evaluation counts as best; the optimised objective is always the
+        log loss, which is smooth.
+    hypergrad : {"cg", "fp", "gmres", "exact", "itd"}, default="cg"
+        How the linear system ``H v = ∇_W E`` of the hypergradient is solved:
+        conjugate gradient on exact Hessian-vector products (preconditioned
+        by the Newton solver's Cholesky factor), fixed-point iterations or
+        GMRES (AID), a direct solve, or iterative differentiation (ITD).
+    solver : {"auto", "newton", "lbfgs"}, default="auto"
+        Inner solver. ``"auto"`` takes Newton (preconditioned by a Cholesky
+        factorisation of the Hessian) when there are at most 2000 weights
+        (``n_features + 1``, times the number of classes beyond two), and
+        L-BFGS otherwise.
+    inner_tol : float, default=1e-8
+        Gradient tolerance (largest entry) of the inner solves, on the
+        training loss divided by the total sample weight.
+    inner_max_iter : int, default=500
+        Newton or L-BFGS iterations at most per inner solve.
+    linsys_tol : float, default=1e-8
+        Relative residual tolerance of AID's linear system.
+    linsys_max_iter : int, default=200
+        Iteration cap ``k`` of AID's linear system (steps ``t`` for ITD).
+    max_iter : int, default=50
+        Maximum number of outer (L-BFGS-B) iterations.
+    tol : float, default=1e-5
+        Outer stopping tolerance on the relative decrease of the CV loss and
+        on the projected hypergradient.
+    device : str, default="auto"
+        Torch device of the computations (``"auto"``: CUDA when available).
+    n_jobs : int, default=None
+        Folds evaluated in parallel through joblib.
+    verbose : int, default=0
+        ``verbose >= 1`` prints one line per evaluation of the CV loss.
+    random_state : int, RandomState instance or None, default=None
+        When ``cv`` is an integer (or ``None``) and ``random_state`` is set,
+        the rows are shuffled with this seed before the stratified split.
+
+    Attributes
+    ----------
+    C_ : float or ndarray of shape (n_features,)
+        The best C found.
+    classes_ : ndarray of shape (n_classes,)
+        The class labels.
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        Coefficients of the model refitted on all the data at ``C_``, equal
+        to those of ``LogisticRegression(C=C_)`` (single C).
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+        Intercept of the refitted model (zeros when ``fit_intercept=False``).
+    best_score_ : float
+        The mean fold score at ``C_`` with ``scoring``, else minus the mean
+        cross-validated log loss there.
+    cv_results_ : dict of ndarray
+        One row per evaluation of the CV loss (L-BFGS-B line-search trials
+        included): ``iteration``, ``param_C``, ``mean_test_loss``,
+        ``std_test_loss``, ``split<k>_test_loss``, ``mean_test_score``,
+        ``hypergradient_norm`` (with respect to ``log C``) and ``time``
+        (seconds). ``pandas.DataFrame`` takes it.
+    n_iter_ : int
+        Outer (L-BFGS-B) iterations run.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of the features, when ``X`` has string column names.
+
+    See Also
+    --------
+    sklearn.linear_model.LogisticRegressionCV : C chosen on a grid.
+    sklearn.linear_model.LogisticRegression : Logistic regression at a fixed C.
+
+    Notes
+    -----
+    On each training part the model minimises scikit-learn's objective
+    ``C Σ_i s_i l_i + ½ ||W||²`` (``s`` the sample weights times the class
+    weights, ``l`` the binomial or multinomial log loss, the intercept
+    unpenalised; ``½ Σ_j ||W_{:,j}||² / C_j`` with one C per feature), and
+    the CV objective is the mean over folds of the weighted validation log
+    loss ``E``. It is minimised over ``θ = log C`` within ``C_bounds``,
+    starting from ``C``; the best finite evaluation is kept.
+
+    The hypergradient comes from the implicit function theorem,
+    ``∂E/∂θ_j = (e^{-θ_j} / S) Σ_k W_kj v_kj`` with ``H v = ∇_W E``, ``H`` the
+    Hessian of the training loss (divided by ``S = Σ_i s_i``) at its
+    minimiser. Each inner solve is warm-started from the previous outer
+    iteration's solution, and Newton's conjugate-gradient steps are
+    preconditioned by the Cholesky factor of a Hessian formed at an earlier
+    point, refreshed only when it has become a poor preconditioner; the same
+    factor preconditions the hypergradient's linear system.
+
+    With one C per feature, the model at ``C_`` is the one that
+    ``LogisticRegression(C=1)`` fits on the features scaled by ``√C_j``
+    (its coefficients scaled back by ``√C_j``).
+
+    References
+    ----------
+    R. Grazzi, L. Franceschi, M. Pontil and S. Salzo, "On the Iteration
+    Complexity of Hypergradient Computation", ICML 2020.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from skhyper import HypergradLogisticCV
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> model = make_pipeline(StandardScaler(), HypergradLogisticCV(device="cpu"))
+    >>> model = model.fit(X, y)
+    >>> round(model[-1].C_, 2)
+    0.63
+    >>> round(-model[-1].best_score_, 3)
+    0.078
+    >>> model.predict(X[:3])
+    array([0, 0, 0])
+    """
+
+    def __init__(
+        self,
+        C=1.0,
+        *,
+        per_feature=False,
+        C_bounds=(1e-4, 1e4),
+        fit_intercept=True,
+        cv=None,
+        class_weight=None,
+        scoring=None,
+        hypergrad="cg",
+        solver="auto",
+        inner_tol=1e-8,
+        inner_max_iter=500,
+        linsys_tol=1e-8,
+        linsys_max_iter=200,
+        max_iter=50,
+        tol=1e-5,
+        device="auto",
+        n_jobs=None,
+        verbose=0,
+        random_state=None,
+    ):
+        self.C = C
+        self.per_feature = per_feature
+        self.C_bounds = C_bounds
+        self.fit_intercept = fit_intercept
+        self.cv = cv
+        self.class_weight = class_weight
+        self.scoring = scoring
+        self.hypergrad = hypergrad
+        self.solver = solver
+        self.inner_tol = inner_tol
+        self.inner_max_iter = inner_max_iter
+        self.linsys_tol = linsys_tol
+        self.linsys_max_iter = linsys_max_iter
+        self.max_iter = max_iter
+        self.tol = tol
+        self.device = device
+        self.n_jobs = n_jobs
+        self.verbose = verbose
+        self.random_state = random_state
+
+    def fit(self, X, y, sample_weight=None):
+        """Tune C by hypergradient cross-validation, then refit on all data.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples,)
+            Class labels, of any hashable type.
+        sample_weight : float or array-like of shape (n_samples,), default=None
+            Non-negative weights; a weight equals repeating the row.
+
+        Returns
+        -------
+        self : HypergradLogisticCV
+            The fitted estimator.
+        """
+        self._check_params()
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse=("csr", "csc", "coo"),
+            dtype=(np.float64, np.float32),
+        )
+        if sp.issparse(X):
+            X = X.tocsr()
+        check_classification_targets(y)
+        self.classes_, y_encoded = np.unique(y, return_inverse=True)
+        weights, fit_weights = self._sample_weights(y_encoded, sample_weight, X)
+        low, high = check_bounds(self.C_bounds, "C_bounds")
+        n_values = X.shape[1] if self.per_feature else 1
+        theta0 = initial_log_values(self.C, n_values, "C")
+        splits = cv_splits(
+            self.cv, X, y, classifier=True, random_state=self.random_state
+        )
+        _check_folds(splits, y_encoded, fit_weights, self.classes_)
+
+        # Imported here, so that importing and predicting never need torch.
+        from ..inner.logistic import fit_logistic
+
+        problems = self._fold_problems(X, y, y_encoded, (weights, fit_weights), splits)
+        result = tune(
+            problems,
+            theta0,
+            (np.log(low), np.log(high)),
+            max_iter=self.max_iter,
+            tol=self.tol,
+            n_jobs=self.n_jobs,
+            verbose=self.verbose,
+            use_score=self.scoring is not None,
+            names="C",
+        )
+        values = np.exp(result.theta)
+        coef, intercept, converged = fit_logistic(
+            X,
+            y_encoded,
+            len(self.classes_),
+            values if self.per_feature else values[0],
+            fit_weights,
+            self.fit_intercept,
+            tol=self.inner_tol,
+            max_iter=self.inner_max_iter,
+            device=self.device,
+            solver=self.solver,
+            return_converged=True,
+        )
+        result.n_inner_failures += int(not converged)
+        warn_on_failures(
+            result,
+            hyperparameter="C",
+            bounds=(low, high),
+            inner_hint="increase inner_max_iter or relax inner_tol",
+            linsys_hint="increase linsys_max_iter or relax linsys_tol",
+        )
+
+        self.C_ = values if self.per_feature else float(values[0])
+        self.coef_ = coef.astype(X.dtype, copy=False)
+        self.intercept_ = intercept.astype(X.dtype, copy=False)
+        self.cv_results_ = cv_results_from_history(result.history, "C", _shown_C)
+        self.best_score_ = float(self.cv_results_["mean_test_score"][result.best_index])
+        self.n_iter_ = int(result.n_iter)
+        return self
+
+    def _check_params(self):
+        check_choice(self.hypergrad, "hypergrad", _HYPERGRAD)
+        check_choice(self.solver, "solver", _SOLVERS)
+        for name in ("inner_tol", "linsys_tol"):
+            check_positive(getattr(self, name), name)
+        check_positive(self.tol, "tol", include_zero=True)
+        for name in ("inner_max_iter", "linsys_max_iter", "max_iter"):
+            check_positive(getattr(self, name), name, numbers.Integral)
+        check_positive(self.verbose, "verbose", numbers.Integral, include_zero=True)
+        if not isinstance(self.class_weight, (dict, type(None))) and (
+            self.class_weight != "balanced"
+        ):
+            raise ValueError(
+                "class_weight must be None, 'balanced' or a dict, got "
+                f"{self.class_weight!r}"
+            )
+
+    def _sample_weights(self, y_encoded, sample_weight, X):
+        """Return the sample weights, and those times the class weights.
+
+        The class weights reweight the training losses only; the validation
+        log loss is weighted by the sample weights alone.
+        """
+        weights = check_sample_weight(sample_weight, X.shape[0], np.float64)
+        if self.classes_.size < 2:
+            raise ValueError(
+                "HypergradLogisticCV needs samples of at least 2 classes in the "
+                f"data, but the data contain only one class: {self.classes_[0]!r}"
+            )
+        if self.class_weight is not None:
+            class_weight = compute_class_weight(
+                self.class_weight,
+                classes=self.classes_,
+                y=self.classes_[y_encoded],
+                sample_weight=weights,
+            )
+            fit_weights = weights * class_weight[y_encoded]
+        else:
+            fit_weights = weights
+        totals = np.bincount(
+            y_encoded, weights=fit_weights, minlength=self.classes_.size
+        )
+        if np.any(totals <= 0):
+            missing = self.classes_[np.flatnonzero(totals <= 0)[0]]
+            raise ValueError(
+                f"class {missing!r} has no sample with a positive weight; "
+                "logistic regression needs every class of y to be weighted"
+            )
+        return weights, fit_weights
+
+    def _fold_problems(self, X, y, y_encoded, weights, splits):
+        from ..inner.logistic import LogisticFoldProblem
+
+        weights, fit_weights = weights
+        scorer = None if self.scoring is None else check_scoring(self, self.scoring)
+        problems = []
+        for train, test in splits:
+            problem = LogisticFoldProblem(
+                X[train],
+                y_encoded[train],
+                X[test],
+                y_encoded[test],
+                len(self.classes_),
+                sample_weight_train=fit_weights[train],
+                sample_weight_val=weights[test],
+                fit_intercept=self.fit_intercept,
+                per_feature=self.per_feature,
+                hypergrad=self.hypergrad,
+                inner_tol=self.inner_tol,
+                inner_max_iter=self.inner_max_iter,
+                linsys_tol=self.linsys_tol,
+                linsys_max_iter=self.linsys_max_iter,
+                device=self.device,
+                solver=self.solver,
+            )
+            if scorer is not None:
+                problem = _ScoredFold(
+                    problem, scorer, X[test], y[test], weights[test], self.classes_
+                )
+            problems.append(problem)
+        return problems
+
+    def decision_function(self, X):
+        """Decision values ``X coef_ᵀ + intercept_``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
+            For two classes, the score of ``classes_[1]``.
+        """
+        scores = self._decision_function(X)
+        return scores.ravel() if scores.shape[1] == 1 else scores
+
+    def predict(self, X):
+        """Predict class labels.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        scores = self.decision_function(X)
+        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(1)
+        return self.classes_[index]
+
+    def predict_log_proba(self, X):
+        """Logarithm of the class probabilities, columns in ``classes_`` order.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+        """
+        scores = self._decision_function(X)
+        if scores.shape[1] == 1:
+            scores = np.hstack([np.zeros_like(scores), scores])
+        return log_softmax(scores, axis=1)
+
+    def predict_proba(self, X):
+        """Class probabilities, columns in ``classes_`` order.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+        """
+        scores = self._decision_function(X)
+        if scores.shape[1] == 1:
+            positive = expit(scores)
+            return np.hstack([1.0 - positive, positive])
+        return np.exp(log_softmax(scores, axis=1))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+def _shown_C(theta):
+    return float(np.exp(theta[0])) if theta.size == 1 else np.exp(theta)
+
+
+def _check_folds(splits, y_encoded, weights, classes):
+    """Refuse, before any optimisation, a training part that misses a class."""
+    for index, (train, _) in enumerate(splits):
+        totals = np.bincount(
+            y_encoded[train], weights=weights[train], minlength=classes.size
+        )
+        if np.any(totals <= 0):
+            missing = classes[np.flatnonzero(totals <= 0)[0]]
+            raise ValueError(
+                f"the training part of CV fold {index} has no sample of class "
+                f"{missing!r} (with a positive weight); use fewer folds or a "
+                "stratified splitter so that every class appears in every "
+                "training part"
+            )
+
+
+class _ScoredFold:
+    """A fold problem whose evaluations also carry a scikit-learn score."""
+
+    def __init__(self, problem, scorer, X_val, y_val, weight_val, classes):
+        self.problem = problem
+        self.scorer = scorer
+        self.X_val = X_val
+        self.y_val = y_val
+        self.weight_val = weight_val
+        self.classes = classes
+
+    def initial_state(self):
+        return self.problem.initial_state()
+
+    def evaluate(self, theta, state):
+        result = self.problem.evaluate(theta, state)
+        model = LogisticRegression()
+        model.coef_, model.intercept_ = self.problem.coefficients(result.state)
+        model.classes_ = self.classes
+        model.n_features_in_ = self.X_val.shape[1]
+        result.score = float(
+            self.scorer(model, self.X_val, self.y_val, sample_weight=self.weight_val)
+        )
+        return result
