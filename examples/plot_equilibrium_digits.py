@@ -1,8 +1,12 @@
-"""An equilibrium model on the digits, trained by ITD, AID-FP and AID-GMRES.
+"""
+Equilibrium model on the digits
+===============================
+
+An equilibrium model trained by ITD, AID-FP and AID-GMRES.
 
 Reproduces the equilibrium-model experiment of "On the Iteration Complexity of
 Hypergradient Computation" (Grazzi et al., ICML 2020) on scikit-learn's digits
-instead of MNIST. Each image ``x`` is represented by the fixed point of
+instead of MNIST. Each image ``x`` is represented by the fixed point of::
 
     w = Φ(w, λ) = tanh(A w + B x + c),        λ = (A, B, c),
 
@@ -49,7 +53,10 @@ RADIUS = 0.95
 COLORS = {"ITD": "tab:blue", "AID-FP": "tab:orange", "AID-GMRES": "tab:green"}
 # Decreasing widths keep curves visible where the contractive runs coincide.
 WIDTHS = {"ITD": 3.5, "AID-FP": 2.2, "AID-GMRES": 1.0}
-DEFAULT_OUT = Path(__file__).resolve().parent / "figures"
+# Sphinx-gallery runs the script from the examples folder, without __file__.
+EXAMPLES = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+DEFAULT_OUT = EXAMPLES / "figures"
+DESCRIPTION = "Equilibrium model on the digits, by ITD, AID-FP and AID-GMRES."
 
 
 @contextlib.contextmanager
@@ -377,7 +384,11 @@ def run_all(data, **kwargs):
 
 def plot_runs(runs, path):
     """Training objective against time; test accuracy and hypergradient norm
-    against iterations."""
+    against iterations.
+
+    Saves the figure to ``path`` and returns it, still open, so that a
+    documentation build can show it.
+    """
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for run in runs:
         style = dict(
@@ -397,8 +408,8 @@ def plot_runs(runs, path):
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8, title="† : no projection of A", title_fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    fig.savefig(path, dpi=100)
+    return fig
 
 
 def main(argv=None):
@@ -408,7 +419,8 @@ def main(argv=None):
     -------
     runs : list of TrainingRun
     """
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    # Sphinx-gallery runs the script with an empty __doc__: no description from it.
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds")
     parser.add_argument("--out", default=DEFAULT_OUT, help="folder of the figure")
     args = parser.parse_args(argv)

@@ -12,6 +12,7 @@ import importlib.util
 import math
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -52,6 +53,7 @@ def quick_errors(tmp_path_factory):
     """One run of the error example in quick mode, shared by the checks."""
     out = tmp_path_factory.mktemp("figures")
     results = error_example.main(["--quick", "--out", str(out)])
+    plt.close("all")
     return out, results
 
 
@@ -237,6 +239,7 @@ def test_projection_clips_singular_values():
 @pytest.mark.slow
 def test_quick_equilibrium_example_writes_its_figure(tmp_path):
     runs = digits_example.main(["--quick", "--out", str(tmp_path)])
+    plt.close("all")
     assert _is_png(tmp_path / "equilibrium_digits.png")
     assert len(runs) == 6
     for run in runs:
