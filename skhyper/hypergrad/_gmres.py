@@ -3,6 +3,7 @@ Jacobian of the fixed-point map is not symmetric."""
 
 import math
 
+import numpy as np
 import torch
 
 from ..exceptions import NonFiniteError
@@ -37,9 +38,13 @@ def _arnoldi_cycle(matvec, r, beta, m, tol):
         hess[j + 1, j] = _norm(w)
         if not math.isfinite(float(hess[j + 1, j])):
             raise NonFiniteError("GMRES: a Krylov vector is not finite")
-        # The small least-squares problem min ||beta e1 - H y||, in float64.
+        # The small least-squares problem min ||beta e1 - H y||, in float64,
+        # by numpy's LAPACK driver: torch's lstsq gave run-to-run differences
+        # on identical inputs, which made GMRES results irreproducible.
         sub = hess[: j + 2, : j + 1]
-        y = torch.linalg.lstsq(sub, e1[: j + 2, None]).solution[:, 0]
+        y = torch.from_numpy(
+            np.linalg.lstsq(sub.numpy(), e1[: j + 2].numpy(), rcond=None)[0]
+        )
         estimate = _norm(e1[: j + 2] - sub @ y)
         # A zero new vector: the Krylov space is invariant under A.
         breakdown = float(hess[j + 1, j]) <= 1e-14 * beta
