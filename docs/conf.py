@@ -31,6 +31,9 @@ numpydoc_class_members_toctree = False
 # The docs build offline: cross-references to other projects stay plain text.
 intersphinx_mapping = {}
 nitpicky = False
+# The gallery's argv hook is a function, which Sphinx cannot pickle into its
+# environment cache; that only disables caching of this one value.
+suppress_warnings = ["config.cache"]
 
 html_theme = "pydata_sphinx_theme"
 html_title = "skhyper"
