@@ -68,10 +68,13 @@ def feature_factors(problem):
     X, weights = problem.X_train, problem.weights_train
     dtype = torch_dtype_for(X)
     device = resolve_device(problem.device)
-    gram = centred_gram(X, problem.x_offset, weights)
-    rhs = centred_targets(
-        X, problem.Y_train, problem.x_offset, problem.y_offset, weights
-    )
+    if problem.moments is not None:
+        gram, rhs = problem.moments.gram, problem.moments.rhs
+    else:
+        gram = centred_gram(X, problem.x_offset, weights)
+        rhs = centred_targets(
+            X, problem.Y_train, problem.x_offset, problem.y_offset, weights
+        )
     # The step size η only needs σ_max(G); float64 keeps it reliable.
     n_features = gram.shape[0]
     largest = float(

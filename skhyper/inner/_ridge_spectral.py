@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as la
+import scipy.sparse as sp
 
 from ._centring import (
     centred_cross_kernel,
@@ -47,12 +48,21 @@ class Spectrum:
         ``R``, the centred targets in the eigenbasis.
     cross : ndarray of shape (n_val, n) or None
         Dual form only: the cross kernel ``K'``.
+    val_centred : ndarray of shape (n_val, d) or None
+        Primal form with a dense ``X'``: ``X' - 1x̄ᵀ``, formed once.
+    val_targets : ndarray of shape (n_val, n_targets)
+        ``Y' - 1ȳᵀ`` in float64.
+    val_share : ndarray of shape (n_val,)
+        The validation weights divided by their sum, in float64.
     """
 
     eigenvalues: np.ndarray
     basis: np.ndarray
     projected: np.ndarray
     cross: object = None
+    val_centred: object = None
+    val_targets: object = None
+    val_share: object = None
 
     @property
     def dual(self):
@@ -70,9 +80,12 @@ def spectrum(problem):
     x_offset, y_offset = problem.x_offset, problem.y_offset
     n_samples, n_features = X.shape
     if n_samples >= n_features:
-        gram = centred_gram(X, x_offset, weights).astype(np.float64)
-        eigenvalues, basis = la.eigh(gram, overwrite_a=True)
-        rhs = centred_targets(X, Y, x_offset, y_offset, weights)
+        if problem.moments is not None:
+            gram, rhs = problem.moments.gram, problem.moments.rhs
+        else:
+            gram = centred_gram(X, x_offset, weights).astype(np.float64)
+            rhs = centred_targets(X, Y, x_offset, y_offset, weights)
+        eigenvalues, basis = la.eigh(gram, overwrite_a=problem.moments is None)
         projected = basis.T @ rhs.astype(np.float64)
         cross = None
     else:
@@ -82,7 +95,21 @@ def spectrum(problem):
         projected = basis.T @ targets.astype(np.float64)
         cross = centred_cross_kernel(problem.X_val, X, x_offset, weights)
         cross = cross.astype(np.float64)
-    return Spectrum(np.maximum(eigenvalues, 0.0), basis, projected, cross)
+    X_val = problem.X_val
+    # What every evaluation needs of the validation part, formed once.
+    val_centred = None
+    if cross is None and not sp.issparse(X_val):
+        val_centred = X_val - x_offset
+    share = problem.weights_val.astype(np.float64)
+    return Spectrum(
+        eigenvalues=np.maximum(eigenvalues, 0.0),
+        basis=basis,
+        projected=projected,
+        cross=cross,
+        val_centred=val_centred,
+        val_targets=(problem.Y_val - y_offset).astype(np.float64),
+        val_share=share / share.sum(),
+    )
 
 
 def _validation_predictions(problem, factors, coords):
@@ -92,46 +119,52 @@ def _validation_predictions(problem, factors, coords):
         return factors.cross @ mapped
     # float32 inputs: multiply in their own precision rather than copying X'.
     mapped = mapped.astype(problem.X_val.dtype, copy=False)
+    if factors.val_centred is not None:
+        return factors.val_centred @ mapped
     return centred_matmul(problem.X_val, problem.x_offset, mapped)
 
 
-def spectral_evaluate(problem, factors, alpha):
-    """Validation loss and its gradient with respect to ``log α``.
+def spectral_evaluate(problem, factors, alphas):
+    """Validation losses and their gradients with respect to ``log α``.
 
     Parameters
     ----------
     problem : RidgeFoldProblem
     factors : Spectrum
-    alpha : ndarray of shape (1,) or (n_targets,)
+    alphas : ndarray of shape (n_points, 1) or (n_points, n_targets)
+        One alpha (or one per target) at each of ``n_points`` points, all
+        evaluated together.
 
     Returns
     -------
-    loss : float
-    grad : ndarray of the shape of ``alpha``
-        ``α ⊙ ∂E/∂α``.
+    losses : ndarray of shape (n_points,)
+    grads : ndarray of the shape of ``alphas``
+        ``α ⊙ ∂E/∂α`` at each point.
     """
-    n_targets = problem.Y_val.shape[1]
+    n_points = alphas.shape[0]
+    n_val, n_targets = factors.val_targets.shape
 
-    # Step 1: the inner solution in the eigenbasis, R / (σ + α).
-    shifted = factors.eigenvalues[:, None] + alpha[None, :]
-    coords = factors.projected / shifted
+    # Step 1: the inner solution in the eigenbasis, R / (σ + α), at every
+    # point: arrays of shape (k, n_points, n_targets).
+    shifted = factors.eigenvalues[:, None, None] + alphas[None, :, :]
+    coords = factors.projected[:, None, :] / shifted
 
     # Step 2: its derivative. (G + αI) dW/dα = -W is diagonal in the
     # eigenbasis, so dW/dα = -Q (R / (σ + α)²) with no linear solve.
     dcoords = -coords / shifted
 
     # Step 3: the hypergradient, ∂E/∂α_k = 2 Σ_i s'_i r_ik ∂P_ik/∂α_k / (T Σs').
-    both = _validation_predictions(problem, factors, np.hstack([coords, dcoords]))
-    both = both.astype(np.float64, copy=False)
-    residual = both[:, :n_targets] + problem.y_offset - problem.Y_val
-    dpredictions = both[:, n_targets:]
-    share = problem.weights_val.astype(np.float64)
-    share = share / share.sum()
-    loss = float(share @ (residual**2).sum(axis=1)) / n_targets
-    dloss = 2.0 * (share @ (residual * dpredictions)) / n_targets
-    if alpha.size == 1:
-        return loss, alpha * dloss.sum(keepdims=True)
-    return loss, alpha * dloss
+    stacked = np.concatenate([coords, dcoords], axis=1)
+    both = _validation_predictions(problem, factors, stacked.reshape(len(coords), -1))
+    both = both.astype(np.float64, copy=False).reshape(n_val, 2, n_points, n_targets)
+    residual = both[:, 0] - factors.val_targets[:, None, :]
+    share = factors.val_share
+    losses = (share @ (residual**2).reshape(n_val, -1)).reshape(n_points, n_targets)
+    dlosses = share @ (residual * both[:, 1]).reshape(n_val, -1)
+    dlosses = 2.0 * dlosses.reshape(n_points, n_targets) / n_targets
+    if alphas.shape[1] == 1:
+        dlosses = dlosses.sum(axis=1, keepdims=True)
+    return losses.sum(axis=1) / n_targets, alphas * dlosses
 
 
 def spectral_coefficients(problem, factors, alpha):

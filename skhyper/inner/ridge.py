@@ -22,22 +22,28 @@ every alpha. One alpha per feature is solved by Cholesky and differentiated by
 the engine (:mod:`._ridge_features`).
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as la
 
 from ..tuning import FoldResult
 from ._centring import (
-    centred_gram,
     centred_kernel,
     centred_rmatmul,
-    centred_targets,
     weighted_offsets,
 )
+from ._ridge_moments import RidgeMoments, cv_ridge_moments
 from ._ridge_spectral import spectral_coefficients, spectral_evaluate, spectrum
 
-__all__ = ["MODES", "RidgeFoldProblem", "RidgeFoldState", "fit_ridge"]
+__all__ = [
+    "MODES",
+    "RidgeFoldProblem",
+    "RidgeFoldState",
+    "RidgeMoments",
+    "cv_ridge_moments",
+    "fit_ridge",
+]
 
 MODES = ("scalar", "per_feature", "per_target")
 HYPERGRAD_METHODS = ("cg", "fp", "gmres", "exact", "itd", "itd-forward")
@@ -96,6 +102,10 @@ class RidgeFoldProblem:
         system.
     device : str, default="auto"
         Torch device of the per-feature computations.
+    moments : RidgeMoments, default=None
+        The training part's means and centred Gram matrix, when already known
+        (:func:`cv_ridge_moments` computes those of all folds together); then
+        the fold does not form its Gram matrix itself.
 
     Notes
     -----
@@ -134,6 +144,7 @@ class RidgeFoldProblem:
         linsys_tol=1e-8,
         linsys_max_iter=200,
         device="auto",
+        moments=None,
     ):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -161,9 +172,13 @@ class RidgeFoldProblem:
         self.linsys_tol = linsys_tol
         self.linsys_max_iter = linsys_max_iter
         self.device = device
-        self.x_offset, self.y_offset = weighted_offsets(
-            X_train, self.Y_train, self.weights_train, fit_intercept
-        )
+        self.moments = moments
+        if moments is not None:
+            self.x_offset, self.y_offset = moments.x_offset, moments.y_offset
+        else:
+            self.x_offset, self.y_offset = weighted_offsets(
+                X_train, self.Y_train, self.weights_train, fit_intercept
+            )
 
     @property
     def n_hyperparameters(self):
@@ -195,12 +210,35 @@ class RidgeFoldProblem:
             from ._ridge_features import features_evaluate
 
             return features_evaluate(self, theta, state)
-        factors = state.factors
-        if factors is None:
-            factors = spectrum(self)
-        loss, grad = spectral_evaluate(self, factors, np.exp(theta))
-        new_state = replace(state, theta=theta, factors=factors)
-        return FoldResult(loss=loss, grad=grad, state=new_state)
+        return self.evaluate_many(theta[None, :], state)[0]
+
+    def evaluate_many(self, thetas, state):
+        """:meth:`evaluate` at several points; one vectorised pass for one alpha.
+
+        Parameters
+        ----------
+        thetas : array-like of shape (n_points, n_hyperparameters)
+        state : RidgeFoldState
+
+        Returns
+        -------
+        results : list of FoldResult
+            One per point, each state following from the previous one.
+        """
+        thetas = np.asarray(thetas, dtype=np.float64)
+        thetas = thetas.reshape(-1, self.n_hyperparameters)
+        if self.mode == "per_feature":
+            results = []
+            for theta in thetas:
+                results.append(self.evaluate(theta, state))
+                state = results[-1].state
+            return results
+        factors = state.factors if state.factors is not None else spectrum(self)
+        losses, grads = spectral_evaluate(self, factors, np.exp(thetas))
+        return [
+            FoldResult(float(loss), grad, RidgeFoldState(theta=theta, factors=factors))
+            for loss, grad, theta in zip(losses, grads, thetas)
+        ]
 
     def coefficients(self, state, theta=None):
         """Coefficients of the fold's training part, in :class:`Ridge`'s shapes.
@@ -234,7 +272,9 @@ class RidgeFoldProblem:
         )
 
 
-def fit_ridge(X, y, alpha, sample_weight=None, fit_intercept=True, *, mode=None):
+def fit_ridge(
+    X, y, alpha, sample_weight=None, fit_intercept=True, *, mode=None, moments=None
+):
     """Fit ridge regression at fixed alphas, as :class:`sklearn.linear_model.Ridge`.
 
     Parameters
@@ -250,6 +290,9 @@ def fit_ridge(X, y, alpha, sample_weight=None, fit_intercept=True, *, mode=None)
     mode : {"scalar", "per_feature", "per_target"}, default=None
         ``None`` reads a single value as ``"scalar"`` and an array as
         ``"per_target"``.
+    moments : RidgeMoments, default=None
+        The data's means and centred Gram matrix, when already known (the
+        ``full`` output of :func:`cv_ridge_moments`).
 
     Returns
     -------
@@ -289,22 +332,24 @@ def fit_ridge(X, y, alpha, sample_weight=None, fit_intercept=True, *, mode=None)
     alpha = np.broadcast_to(alpha.ravel(), (size,)) if alpha.size == 1 else alpha
     if alpha.shape != (size,):
         raise ValueError(f"mode={mode!r} needs {size} alphas, got {alpha.shape}")
-    x_offset, y_offset = weighted_offsets(X, Y, weights, fit_intercept)
     n_samples, n_features = X.shape
     if mode != "per_feature" and n_samples < n_features:
+        x_offset, y_offset = weighted_offsets(X, Y, weights, fit_intercept)
         W = _dual_solve(X, Y, alpha, weights, x_offset, y_offset)
+        return _ridge_shapes(W, x_offset, y_offset, single_target, dtype)
+    if moments is None:
+        moments = cv_ridge_moments(X, Y, weights, [], fit_intercept)[1]
+    if mode == "per_feature":
+        W = _spd_solve(moments.gram + np.diag(alpha), moments.rhs)
     else:
-        gram = centred_gram(X, x_offset, weights).astype(np.float64)
-        rhs = centred_targets(X, Y, x_offset, y_offset, weights).astype(np.float64)
-        if mode == "per_feature":
-            W = _spd_solve(gram + np.diag(alpha), rhs)
-        else:
-            columns = [
-                _spd_solve(gram, rhs[:, [k]], shift=a)
-                for k, a in enumerate(np.broadcast_to(alpha, (Y.shape[1],)))
+        alphas = np.broadcast_to(alpha, (Y.shape[1],))
+        W = np.hstack(
+            [
+                _spd_solve(moments.gram, moments.rhs[:, [k]], shift=a)
+                for k, a in enumerate(alphas)
             ]
-            W = np.hstack(columns)
-    return _ridge_shapes(W, x_offset, y_offset, single_target, dtype)
+        )
+    return _ridge_shapes(W, moments.x_offset, moments.y_offset, single_target, dtype)
 
 
 def _dual_solve(X, Y, alpha, weights, x_offset, y_offset):

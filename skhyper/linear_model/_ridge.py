@@ -5,6 +5,7 @@ fitted model unpickles and predicts with numpy alone.
 """
 
 import numbers
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -117,7 +118,7 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         Outer (L-BFGS-B) iterations run.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features, when ``X`` has string column names.
 
     See Also
@@ -241,12 +242,13 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         theta0 = initial_log_values(self.alpha, n_alphas, "alpha")
         splits = cv_splits(self.cv, X, y, random_state=self.random_state)
         bounds = (np.log(low), np.log(high))
+        folds = self._folds(X, y, weights, splits, mode)
         if mode == "per_feature" and np.ndim(self.alpha) == 0:
             # One shared alpha, tuned first by the cheap spectral path, is
             # the start of the per-feature search.
-            shared = self._tune(X, y, weights, splits, "scalar", theta0[:1], bounds)
+            shared = self._tune(folds, "scalar", theta0[:1], bounds)
             theta0 = np.full(n_alphas, shared.theta[0])
-        result = self._tune(X, y, weights, splits, mode, theta0, bounds)
+        result = self._tune(folds, mode, theta0, bounds)
         warn_on_failures(
             result,
             hyperparameter="alpha",
@@ -261,7 +263,7 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         alphas = np.exp(result.theta)
         self.alpha_ = float(alphas[0]) if mode == "scalar" else alphas
         self.coef_, self.intercept_ = fit_ridge(
-            X, y, alphas, weights, self.fit_intercept, mode=mode
+            X, y, alphas, weights, self.fit_intercept, mode=mode, moments=folds.full
         )
         self.best_score_ = -float(result.loss)
         self.cv_results_ = cv_results_from_history(
@@ -270,10 +272,34 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         self.n_iter_ = int(result.n_iter)
         return self
 
-    def _tune(self, X, y, weights, splits, mode, theta0, bounds):
+    def _folds(self, X, y, weights, splits, mode):
+        """The data of every fold, with their Gram matrices when they can share.
+
+        When each training part is the rest of the data and has at least as
+        many rows as features, all the folds' Gram matrices come from one of
+        the full data (see :func:`skhyper.inner.ridge.cv_ridge_moments`),
+        which also serves the final refit.
+        """
+        from ..inner.ridge import cv_ridge_moments
+
+        n_samples, n_features = X.shape
+        everything = np.arange(n_samples)
+        complements = all(
+            np.array_equal(np.sort(np.concatenate([tr, te])), everything)
+            for tr, te in splits
+        )
+        primal = min(len(tr) for tr, _ in splits) >= n_features
+        moments, full = [None] * len(splits), None
+        if complements and (primal or mode == "per_feature"):
+            Y = y.reshape(n_samples, -1)
+            moments, full = cv_ridge_moments(X, Y, weights, splits, self.fit_intercept)
+        return _Folds(X, y, weights, splits, moments, full)
+
+    def _tune(self, folds, mode, theta0, bounds):
         """Run the outer loop over the folds for one ``mode`` of alphas."""
         from ..inner.ridge import RidgeFoldProblem
 
+        X, y, weights = folds.X, folds.y, folds.weights
         problems = [
             RidgeFoldProblem(
                 X[train],
@@ -290,12 +316,14 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
                 linsys_tol=self.linsys_tol,
                 linsys_max_iter=self.linsys_max_iter,
                 device=self.device,
+                moments=moments,
             )
-            for train, test in splits
+            for (train, test), moments in zip(folds.splits, folds.moments)
         ]
         # With one factorisation per fold, a coarse scan of the bounds (one
-        # point per decade) costs about as much as one L-BFGS-B step and
-        # guards the start against plateaus and distant minima.
+        # point per decade, one vectorised pass per fold) costs about as much
+        # as one L-BFGS-B step and guards the start against plateaus and
+        # distant minima.
         decades = (bounds[1] - bounds[0]) / np.log(10.0)
         n_scan = 0 if mode == "per_feature" else int(np.clip(decades + 1, 3, 25))
         return tune(
@@ -338,6 +366,18 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
 
     def _more_tags(self):  # scikit-learn < 1.6
         return {"multioutput": True}
+
+
+@dataclass(frozen=True)
+class _Folds:
+    """The validated data, its splits and, when shared, the folds' moments."""
+
+    X: object
+    y: np.ndarray
+    weights: np.ndarray
+    splits: list
+    moments: list
+    full: object
 
 
 def _shown_alpha(mode):

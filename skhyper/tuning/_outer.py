@@ -6,7 +6,10 @@ object with two methods:
 - ``initial_state()``: the fold's warm-start state before the first evaluation;
 - ``evaluate(theta, state) -> FoldResult``: solve the inner problem at
   ``λ = exp(theta)`` from ``state``, and return the validation loss, its
-  gradient with respect to ``theta`` and the new warm-start state.
+  gradient with respect to ``theta`` and the new warm-start state;
+- optionally ``evaluate_many(thetas, state) -> list of FoldResult``: the same
+  at several points in one call (the scan of :func:`tune` uses it), each
+  result's state following from the previous one.
 
 States travel by value (returned, not mutated), so folds can run on any joblib
 backend, processes and remote workers included.
@@ -102,6 +105,14 @@ def _evaluate_folds(problems, theta, states, n_jobs):
     )
 
 
+def _evaluate_folds_many(problems, thetas, states, n_jobs):
+    if n_jobs in (None, 1) or len(problems) == 1:
+        return [p.evaluate_many(thetas, s) for p, s in zip(problems, states)]
+    return Parallel(n_jobs=n_jobs)(
+        delayed(p.evaluate_many)(thetas, s) for p, s in zip(problems, states)
+    )
+
+
 def tune(
     problems,
     theta0,
@@ -181,11 +192,12 @@ def tune(
     start = time.perf_counter()
     label = [names] if isinstance(names, str) else list(names or ["lambda"])
 
-    def objective(theta):
+    def objective(theta, results=None):
         nonlocal states
         theta = np.clip(theta, lower, upper)
         try:
-            results = _evaluate_folds(problems, theta, states, n_jobs)
+            if results is None:
+                results = _evaluate_folds(problems, theta, states, n_jobs)
             losses = np.array([r.loss for r in results], dtype=np.float64)
             grads = np.array([r.grad for r in results], dtype=np.float64)
             if not (np.all(np.isfinite(losses)) and np.all(np.isfinite(grads))):
@@ -207,10 +219,21 @@ def tune(
             _print_progress(len(history["loss"]), loss, theta, grad, start, label)
         return loss, grad
 
+    def batch(candidates):
+        # Fold results at every candidate, by the folds' optional evaluate_many;
+        # None when a fold lacks it or a value is not finite (then one by one).
+        if not all(hasattr(p, "evaluate_many") for p in problems):
+            return None
+        try:
+            per_fold = _evaluate_folds_many(problems, candidates, states, n_jobs)
+        except NonFiniteError:
+            return None
+        return [list(results) for results in zip(*per_fold)]
+
     cached = {}
     if scan:
         theta0, cached["start"] = _scan_start(
-            objective, theta0, lower, upper, int(scan)
+            objective, batch, theta0, lower, upper, int(scan)
         )
     scale = []
 
@@ -271,7 +294,7 @@ def _objective_scale(grad):
     return largest if math.isfinite(largest) and largest > 0 else 1.0
 
 
-def _scan_start(objective, theta0, lower, upper, n_points):
+def _scan_start(objective, batch, theta0, lower, upper, n_points):
     """Evaluate ``theta0`` and ``n_points`` on the diagonal of the bounds box.
 
     Returns the best finite point and its ``(loss, grad)``; ``theta0`` wins
@@ -279,7 +302,11 @@ def _scan_start(objective, theta0, lower, upper, n_points):
     """
     fractions = np.linspace(0.0, 1.0, n_points) if n_points > 1 else [0.5]
     candidates = [theta0] + [lower + f * (upper - lower) for f in fractions]
-    evaluated = [(objective(theta), theta) for theta in candidates]
+    batched = batch(candidates)
+    if batched is None:
+        evaluated = [(objective(theta), theta) for theta in candidates]
+    else:
+        evaluated = [(objective(t, r), t) for t, r in zip(candidates, batched)]
     (loss, grad), theta = min(evaluated, key=lambda item: item[0][0])
     return np.array(theta, dtype=np.float64), (loss, grad)
 
