@@ -86,8 +86,15 @@ def cholesky_factor(H):
 
 
 def refresh_limit(objective):
-    """CG iterations worth one Hessian: beyond this, refresh the reference."""
-    return max(2, objective.n_weights // 24)
+    """CG iterations in one solve beyond which the reference Hessian is redone.
+
+    A Hessian takes ``K(K+1)/2`` Gram matrices ``n d²`` (``K`` weight rows,
+    ``d`` columns) against ``4 n d K`` for a Hessian-vector product, so it is
+    worth about ``(K + 1) d / 8`` products. Measured on breast cancer, digits
+    and make_classification data, refreshing once a solve needs a quarter of
+    that was fastest: a fresh factor also shortens the solves that follow.
+    """
+    return max(2, (objective.n_outputs + 1) * objective.n_columns // 32)
 
 
 def preconditioned_cg(matvec, rhs, factor, *, tol, max_iter, x0=None):

@@ -134,6 +134,10 @@ class LogisticFoldProblem:
     solver : {"auto", "newton", "lbfgs"}, default="auto"
         Inner solver; ``"auto"`` takes Newton for at most
         ``NEWTON_MAX_WEIGHTS`` weights, L-BFGS otherwise.
+    warm_start : dict, default=None
+        The first evaluation's starting state instead of zero weights: for
+        example the state :func:`fit_logistic` returns for the whole data at
+        the first C, whose weights and Hessian factor suit every fold.
 
     Notes
     -----
@@ -185,6 +189,7 @@ class LogisticFoldProblem:
         linsys_max_iter=200,
         device="auto",
         solver="auto",
+        warm_start=None,
     ):
         if hypergrad not in HYPERGRAD_METHODS:
             raise ValueError(
@@ -212,6 +217,7 @@ class LogisticFoldProblem:
         self.inner_max_iter = int(inner_max_iter)
         self.linsys_tol = float(linsys_tol)
         self.linsys_max_iter = int(linsys_max_iter)
+        self.warm_start = warm_start
         self._curvature = None
 
     @property
@@ -220,7 +226,14 @@ class LogisticFoldProblem:
         return self.objective.n_features if self.per_feature else 1
 
     def initial_state(self):
-        """Zero weights, no reference Hessian, no linear-system warm start."""
+        """``warm_start``, or zero weights and no reference Hessian."""
+        if self.warm_start is not None:
+            return {
+                "W": np.array(self.warm_start["W"], dtype=np.float64),
+                "v": None,
+                "factor": self.warm_start.get("factor"),
+                "stale": False,
+            }
         return {"W": to_numpy(self.objective.zeros()), "v": None, "factor": None}
 
     def validation_loss(self, W, theta):
@@ -277,12 +290,7 @@ class LogisticFoldProblem:
         return FoldResult(
             loss=loss,
             grad=grad,
-            state={
-                "W": to_numpy(solution.W),
-                "v": v,
-                "factor": solution.factor,
-                "stale": solution.stale,
-            },
+            state=_state(solution, v),
             inner_converged=solution.converged,
             linsys_converged=linsys_converged,
         )
@@ -388,7 +396,8 @@ def fit_logistic(
     max_iter=1000,
     device="auto",
     solver="auto",
-    return_converged=False,
+    warm_start=None,
+    return_state=False,
 ):
     """Fit L2-penalised logistic regression at a given C, as scikit-learn does.
 
@@ -414,15 +423,20 @@ def fit_logistic(
         Torch device, see :func:`skhyper.utils.resolve_device`.
     solver : {"auto", "newton", "lbfgs"}, default="auto"
         Inner solver, as in :class:`LogisticFoldProblem`.
-    return_converged : bool, default=False
-        Also return whether the solver met ``tol``.
+    warm_start : dict, default=None
+        A state of :class:`LogisticFoldProblem` (or one returned here) to
+        start from: its weights and its reference Hessian factor.
+    return_state : bool, default=False
+        Also return the solver's state, a warm start for fold problems (their
+        ``warm_start``) or for another fit, with ``state["converged"]``
+        telling whether the solver met ``tol``.
 
     Returns
     -------
     coef : ndarray of shape (1, n_features) or (n_classes, n_features)
     intercept : ndarray of shape (1,) or (n_classes,)
-    converged : bool
-        Only with ``return_converged=True``.
+    state : dict
+        Only with ``return_state=True``.
 
     Notes
     -----
@@ -449,15 +463,29 @@ def fit_logistic(
     _check_classes_present(y_encoded, sample_weight, n_classes)
     theta = _as_theta(np.log(np.asarray(C, dtype=np.float64)), objective.n_features)
     theta = theta.to(objective.device)
+    W0, factor = objective.zeros(), None
+    if warm_start is not None:
+        W0 = torch.as_tensor(warm_start["W"], device=objective.device)
+        factor = warm_start.get("factor")
     if _use_newton(objective, solver):
         solution = newton_cg_solve(
-            objective, theta, objective.zeros(), None, tol=tol, max_iter=max_iter
+            objective, theta, W0, factor, tol=tol, max_iter=max_iter
         )
     else:
-        solution = lbfgs_solve(
-            objective, theta, objective.zeros(), tol=tol, max_iter=max_iter
-        )
+        solution = lbfgs_solve(objective, theta, W0, tol=tol, max_iter=max_iter)
     coef, intercept = _split(objective, solution.W)
-    if return_converged:
-        return coef, intercept, solution.converged
-    return coef, intercept
+    if not return_state:
+        return coef, intercept
+    state = _state(solution, None)
+    state["converged"] = solution.converged
+    return coef, intercept, state
+
+
+def _state(solution, v):
+    """The warm-start state of a fold problem after ``solution``."""
+    return {
+        "W": to_numpy(solution.W),
+        "v": v,
+        "factor": solution.factor,
+        "stale": solution.stale,
+    }

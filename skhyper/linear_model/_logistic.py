@@ -5,6 +5,7 @@ fitted model unpickles and predicts with numpy alone.
 """
 
 import numbers
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -126,7 +127,7 @@ class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
         Outer (L-BFGS-B) iterations run.
     n_features_in_ : int
         Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of the features, when ``X`` has string column names.
 
     See Also
@@ -239,6 +240,69 @@ class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
         self : HypergradLogisticCV
             The fitted estimator.
         """
+        X, y, y_encoded, weights = self._validate(X, y, sample_weight)
+        fit_weights = weights[1]
+        low, high = check_bounds(self.C_bounds, "C_bounds")
+        n_values = X.shape[1] if self.per_feature else 1
+        theta0 = initial_log_values(self.C, n_values, "C")
+        splits = cv_splits(
+            self.cv, X, y, classifier=True, random_state=self.random_state
+        )
+        _check_folds(splits, y_encoded, fit_weights, self.classes_)
+
+        # Imported here, so that importing and predicting never need torch.
+        from ..inner.logistic import fit_logistic
+
+        # Solve once on all the data at the starting C: its weights and its
+        # Hessian factor start every fold much closer than zero does.
+        refit = partial(
+            fit_logistic,
+            X,
+            y_encoded,
+            len(self.classes_),
+            sample_weight=fit_weights,
+            fit_intercept=self.fit_intercept,
+            tol=self.inner_tol,
+            max_iter=self.inner_max_iter,
+            device=self.device,
+            solver=self.solver,
+            return_state=True,
+        )
+        start = refit(_as_C(theta0))[2]
+        problems = self._fold_problems(X, y, y_encoded, weights, splits, start)
+        result = tune(
+            problems,
+            theta0,
+            (np.log(low), np.log(high)),
+            max_iter=self.max_iter,
+            tol=self.tol,
+            n_jobs=self.n_jobs,
+            verbose=self.verbose,
+            use_score=self.scoring is not None,
+            names="C",
+        )
+        coef, intercept, state = refit(
+            _as_C(result.theta), warm_start=_mean_state(result.states)
+        )
+        result.n_inner_failures += (not start["converged"]) + (not state["converged"])
+        warn_on_failures(
+            result,
+            hyperparameter="C",
+            bounds=(low, high),
+            inner_hint="increase inner_max_iter or relax inner_tol",
+            linsys_hint="increase linsys_max_iter or relax linsys_tol",
+        )
+
+        self.C_ = _as_C(result.theta)
+        self.coef_ = coef.astype(X.dtype, copy=False)
+        self.intercept_ = intercept.astype(X.dtype, copy=False)
+        self.cv_results_ = cv_results_from_history(result.history, "C", _as_C)
+        self.best_score_ = float(self.cv_results_["mean_test_score"][result.best_index])
+        self.n_iter_ = int(result.n_iter)
+        return self
+
+    def _validate(self, X, y, sample_weight):
+        """Check the parameters and the data; set ``classes_``."""
         self._check_params()
         X, y = validate_data(
             self,
@@ -251,60 +315,8 @@ class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
             X = X.tocsr()
         check_classification_targets(y)
         self.classes_, y_encoded = np.unique(y, return_inverse=True)
-        weights, fit_weights = self._sample_weights(y_encoded, sample_weight, X)
-        low, high = check_bounds(self.C_bounds, "C_bounds")
-        n_values = X.shape[1] if self.per_feature else 1
-        theta0 = initial_log_values(self.C, n_values, "C")
-        splits = cv_splits(
-            self.cv, X, y, classifier=True, random_state=self.random_state
-        )
-        _check_folds(splits, y_encoded, fit_weights, self.classes_)
-
-        # Imported here, so that importing and predicting never need torch.
-        from ..inner.logistic import fit_logistic
-
-        problems = self._fold_problems(X, y, y_encoded, (weights, fit_weights), splits)
-        result = tune(
-            problems,
-            theta0,
-            (np.log(low), np.log(high)),
-            max_iter=self.max_iter,
-            tol=self.tol,
-            n_jobs=self.n_jobs,
-            verbose=self.verbose,
-            use_score=self.scoring is not None,
-            names="C",
-        )
-        values = np.exp(result.theta)
-        coef, intercept, converged = fit_logistic(
-            X,
-            y_encoded,
-            len(self.classes_),
-            values if self.per_feature else values[0],
-            fit_weights,
-            self.fit_intercept,
-            tol=self.inner_tol,
-            max_iter=self.inner_max_iter,
-            device=self.device,
-            solver=self.solver,
-            return_converged=True,
-        )
-        result.n_inner_failures += int(not converged)
-        warn_on_failures(
-            result,
-            hyperparameter="C",
-            bounds=(low, high),
-            inner_hint="increase inner_max_iter or relax inner_tol",
-            linsys_hint="increase linsys_max_iter or relax linsys_tol",
-        )
-
-        self.C_ = values if self.per_feature else float(values[0])
-        self.coef_ = coef.astype(X.dtype, copy=False)
-        self.intercept_ = intercept.astype(X.dtype, copy=False)
-        self.cv_results_ = cv_results_from_history(result.history, "C", _shown_C)
-        self.best_score_ = float(self.cv_results_["mean_test_score"][result.best_index])
-        self.n_iter_ = int(result.n_iter)
-        return self
+        weights = self._sample_weights(y_encoded, sample_weight, X)
+        return X, y, y_encoded, weights
 
     def _check_params(self):
         check_choice(self.hypergrad, "hypergrad", _HYPERGRAD)
@@ -333,7 +345,8 @@ class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
         if self.classes_.size < 2:
             raise ValueError(
                 "HypergradLogisticCV needs samples of at least 2 classes in the "
-                f"data, but the data contain only one class: {self.classes_[0]!r}"
+                f"data, but the data contain only one class: "
+                f"{_label(self.classes_[0])!r}"
             )
         if self.class_weight is not None:
             class_weight = compute_class_weight(
@@ -349,14 +362,14 @@ class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
             y_encoded, weights=fit_weights, minlength=self.classes_.size
         )
         if np.any(totals <= 0):
-            missing = self.classes_[np.flatnonzero(totals <= 0)[0]]
+            missing = _label(self.classes_[np.flatnonzero(totals <= 0)[0]])
             raise ValueError(
                 f"class {missing!r} has no sample with a positive weight; "
                 "logistic regression needs every class of y to be weighted"
             )
         return weights, fit_weights
 
-    def _fold_problems(self, X, y, y_encoded, weights, splits):
+    def _fold_problems(self, X, y, y_encoded, weights, splits, start):
         from ..inner.logistic import LogisticFoldProblem
 
         weights, fit_weights = weights
@@ -380,6 +393,7 @@ class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
                 linsys_max_iter=self.linsys_max_iter,
                 device=self.device,
                 solver=self.solver,
+                warm_start=start,
             )
             if scorer is not None:
                 problem = _ScoredFold(
@@ -457,8 +471,23 @@ class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
         return tags
 
 
-def _shown_C(theta):
+def _as_C(theta):
+    """C from ``θ = log C``: a float for one value, else an array."""
+    theta = np.asarray(theta, dtype=np.float64)
     return float(np.exp(theta[0])) if theta.size == 1 else np.exp(theta)
+
+
+def _label(value):
+    """A class label as the user wrote it (a numpy scalar as a Python one)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _mean_state(states):
+    """A warm start for the refit: the folds' mean weights, one fold's factor."""
+    return {
+        "W": np.mean([state["W"] for state in states], axis=0),
+        "factor": states[0].get("factor"),
+    }
 
 
 def _check_folds(splits, y_encoded, weights, classes):
@@ -468,7 +497,7 @@ def _check_folds(splits, y_encoded, weights, classes):
             y_encoded[train], weights=weights[train], minlength=classes.size
         )
         if np.any(totals <= 0):
-            missing = classes[np.flatnonzero(totals <= 0)[0]]
+            missing = _label(classes[np.flatnonzero(totals <= 0)[0]])
             raise ValueError(
                 f"the training part of CV fold {index} has no sample of class "
                 f"{missing!r} (with a positive weight); use fewer folds or a "
