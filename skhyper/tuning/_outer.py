@@ -230,37 +230,8 @@ def tune(
             return None
         return [list(results) for results in zip(*per_fold)]
 
-    cached = {}
-    if scan:
-        theta0, cached["start"] = _scan_start(
-            objective, batch, theta0, lower, upper, int(scan)
-        )
-    scale = []
-
-    def scaled_objective(theta):
-        if "start" in cached and np.array_equal(theta, theta0):
-            loss, grad = cached.pop("start")
-        else:
-            cached.clear()
-            loss, grad = objective(theta)
-        if not scale:
-            # A non-finite first point comes back with a zero gradient: scale 1.
-            scale.append(_objective_scale(grad))
-        return loss / scale[0], grad / scale[0]
-
-    # L-BFGS-B: cheap, robust, and it honours the bounds exactly.
-    result = minimize(
-        scaled_objective,
-        theta0,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=list(zip(lower, upper)),
-        options={
-            "maxiter": max_iter,
-            "maxfun": 3 * max_iter,
-            "ftol": tol,
-            "gtol": tol,
-        },
+    result = _lbfgsb(
+        objective, batch, theta0, lower, upper, scan=scan, max_iter=max_iter, tol=tol
     )
     best_index = _best_index(history, use_score)
     if best_index is None:
@@ -287,6 +258,46 @@ def tune(
 
 def _norm(x):
     return float(np.linalg.norm(x))
+
+
+def _lbfgsb(objective, batch, theta0, lower, upper, *, scan, max_iter, tol):
+    """L-BFGS-B from ``theta0``, or from the best point of a scan, within bounds.
+
+    The objective L-BFGS-B sees is divided by the largest gradient component
+    at its first point (see the Notes of :func:`tune`).
+    """
+    cached = {}
+    if scan:
+        theta0, cached["start"] = _scan_start(
+            objective, batch, theta0, lower, upper, int(scan)
+        )
+    scale = []
+
+    def scaled_objective(theta):
+        if "start" in cached and np.array_equal(theta, theta0):
+            loss, grad = cached.pop("start")  # the scan already evaluated it
+        else:
+            cached.clear()
+            loss, grad = objective(theta)
+        if not scale:
+            # A non-finite first point comes back with a zero gradient: scale 1.
+            scale.append(_objective_scale(grad))
+        return loss / scale[0], grad / scale[0]
+
+    # L-BFGS-B: cheap, robust, and it honours the bounds exactly.
+    return minimize(
+        scaled_objective,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=list(zip(lower, upper)),
+        options={
+            "maxiter": max_iter,
+            "maxfun": 3 * max_iter,
+            "ftol": tol,
+            "gtol": tol,
+        },
+    )
 
 
 def _objective_scale(grad):
