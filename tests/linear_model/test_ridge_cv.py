@@ -379,3 +379,16 @@ def test_inputs_are_not_modified():
     HypergradRidgeCV(fit_intercept=True).fit(X, y, sample_weight=weights)
     for original, copy in zip((X, y, weights), copies):
         np.testing.assert_array_equal(original, copy)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["threading", "loky"])
+def test_parallel_folds_give_the_sequential_result(backend):
+    from joblib import parallel_backend
+
+    X, y = load_diabetes(return_X_y=True)
+    sequential = HypergradRidgeCV().fit(X, y)
+    with parallel_backend(backend):
+        parallel = HypergradRidgeCV(n_jobs=2).fit(X, y)
+    assert parallel.alpha_ == sequential.alpha_
+    np.testing.assert_array_equal(parallel.coef_, sequential.coef_)
