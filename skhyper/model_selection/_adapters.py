@@ -103,8 +103,8 @@ class _LogisticAdapter(_Adapter):
         if missing.size:
             raise ValueError(
                 f"the training part of CV fold {fold['index']} has no sample of "
-                f"class {fold['classes'][missing[0]]!r}; use a stratified splitter "
-                "or fewer folds"
+                f"class {fold['classes'][missing[0]].tolist()!r}; use a stratified "
+                "splitter or fewer folds"
             )
         sw = fold["sw_train"]
         if estimator.class_weight is not None:

@@ -246,7 +246,7 @@ def tune(
         loss=history["loss"][best_index],
         best_index=best_index,
         history=history,
-        n_iter=int(result.nit),
+        n_iter=int(getattr(result, "nit", 0)),  # absent when every bound is fixed
         states=states,
         at_lower=theta <= lower + 1e-6 * span,
         at_upper=theta >= upper - 1e-6 * span,
@@ -405,7 +405,7 @@ def warn_on_failures(result, *, hyperparameter, bounds, inner_hint, linsys_hint)
         for name, (low, high), lo, up in zip(
             names, pairs, result.at_lower, result.at_upper
         ):
-            if lo or up:
+            if (lo or up) and low < high:  # equal bounds fix the value
                 side, value = ("lower", low) if lo else ("upper", high)
                 messages.append(
                     f"the best {name} sits at the {side} bound {value:g}; "

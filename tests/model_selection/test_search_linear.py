@@ -1,0 +1,140 @@
+"""HypergradSearchCV on Ridge and LogisticRegression, alone and in Pipelines."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import log_loss, mean_squared_error
+from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from skhyper import HypergradSearchCV
+
+
+@pytest.fixture(scope="module")
+def diabetes():
+    return load_diabetes(return_X_y=True)
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    return load_breast_cancer(return_X_y=True)
+
+
+def test_pipeline_cv_loss_matches_a_manual_loop_at_fixed_alpha(diabetes):
+    X, y = diabetes
+    alpha = 3.7
+    cv = KFold(5, shuffle=True, random_state=0)
+    pipe = make_pipeline(StandardScaler(), PCA(n_components=6), Ridge())
+    # Degenerate bounds: one evaluation, at alpha exactly.
+    search = HypergradSearchCV(
+        pipe, {"ridge__alpha": (alpha, alpha)}, cv=cv, refit=False
+    ).fit(X, y)
+    # Reference: the scaler and the PCA refitted inside each fold by hand.
+    losses = []
+    for train, val in cv.split(X):
+        scaler = StandardScaler().fit(X[train])
+        pca = PCA(n_components=6).fit(scaler.transform(X[train]))
+        Z_train = pca.transform(scaler.transform(X[train]))
+        Z_val = pca.transform(scaler.transform(X[val]))
+        model = Ridge(alpha=alpha).fit(Z_train, y[train])
+        losses.append(mean_squared_error(y[val], model.predict(Z_val)))
+    assert search.cv_results_["mean_cv_loss"][0] == pytest.approx(
+        np.mean(losses), rel=1e-8
+    )
+    assert search.cv_results_["param_ridge__alpha"][0] == pytest.approx(alpha)
+
+
+def test_ridge_search_matches_a_30_point_grid(diabetes):
+    X, y = diabetes
+    cv = KFold(5, shuffle=True, random_state=1)
+    pipe = make_pipeline(StandardScaler(), Ridge())
+    kwargs = {"cv": cv, "scoring": "neg_mean_squared_error"}
+    search = HypergradSearchCV(pipe, {"ridge__alpha": (1e-4, 1e4)}, **kwargs)
+    search.fit(X, y)
+    grid = GridSearchCV(pipe, {"ridge__alpha": np.logspace(-4, 4, 30)}, **kwargs)
+    grid.fit(X, y)
+    assert search.best_score_ >= grid.best_score_
+    # The fitted Pipeline is plain scikit-learn, refitted with the best alpha.
+    reference = clone(pipe).set_params(**search.best_params_).fit(X, y)
+    np.testing.assert_allclose(
+        search.best_estimator_[-1].coef_, reference[-1].coef_, rtol=1e-10
+    )
+
+
+@pytest.mark.slow
+def test_logistic_search_matches_a_30_point_grid(cancer):
+    X, y = cancer
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+    kwargs = {"cv": cv, "scoring": "neg_log_loss"}
+    search = HypergradSearchCV(pipe, {"logisticregression__C": (1e-4, 1e4)}, **kwargs)
+    search.fit(X, y)
+    grid = GridSearchCV(
+        pipe, {"logisticregression__C": np.logspace(-4, 4, 30)}, **kwargs
+    ).fit(X, y)
+    assert search.best_score_ >= grid.best_score_ - 1e-6
+    # Per-fold scores of the best row equal sklearn's own fit at that C, with
+    # a tight tolerance so that sklearn's fits are a reference to 1e-4.
+    C = search.best_params_["logisticregression__C"]
+    tight = clone(pipe).set_params(
+        logisticregression__C=C, logisticregression__tol=1e-10
+    )
+    scores = []
+    for train, val in cv.split(X, y):
+        model = clone(tight).fit(X[train], y[train])
+        scores.append(-log_loss(y[val], model.predict_proba(X[val])))
+    assert search.best_score_ == pytest.approx(np.mean(scores), rel=1e-4)
+    proba = search.predict_proba(X)
+    np.testing.assert_allclose(proba, search.best_estimator_.predict_proba(X))
+    np.testing.assert_array_equal(search.classes_, [0, 1])
+
+
+def test_string_labels_and_class_weight_are_honoured():
+    X, y = load_iris(return_X_y=True)
+    names = np.array(["setosa", "versicolor", "virginica"])[y]
+    model = LogisticRegression(class_weight="balanced", max_iter=10000, tol=1e-10)
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    search = HypergradSearchCV(
+        model, {"C": (1e-2, 1e2)}, cv=cv, scoring="neg_log_loss", max_iter=10
+    ).fit(X, names)
+    assert set(search.predict(X)) <= set(names)
+    np.testing.assert_array_equal(search.classes_, np.unique(names))
+    # The reported fold scores are those of sklearn's own fit at the same C.
+    C = search.best_params_["C"]
+    expected = []
+    for train, val in cv.split(X, names):
+        fitted = clone(model).set_params(C=C).fit(X[train], names[train])
+        expected.append(-log_loss(names[val], fitted.predict_proba(X[val])))
+    assert search.best_score_ == pytest.approx(np.mean(expected), rel=1e-4)
+
+
+def test_training_fold_missing_a_class_is_refused():
+    X, y = load_iris(return_X_y=True)
+    # Unshuffled KFold on sorted labels: the first fold's training part has no
+    # class 0 samples... and the validation part has only class 0.
+    with pytest.raises(ValueError, match="fold 0 has no sample of class 0"):
+        HypergradSearchCV(LogisticRegression(), {"C": (1e-2, 1e2)}, cv=KFold(3)).fit(
+            X, y
+        )
+
+
+def test_l1_logistic_is_refused(cancer):
+    X, y = cancer
+    model = LogisticRegression(l1_ratio=1.0, solver="saga")
+    with pytest.raises(ValueError, match="L2 penalty only"):
+        HypergradSearchCV(model, {"C": (1e-2, 1e2)}).fit(X, y)
+
+
+def test_sample_weight_is_passed_to_the_final_step(diabetes):
+    X, y = diabetes
+    weights = np.random.RandomState(0).uniform(0.5, 2.0, size=len(y))
+    pipe = make_pipeline(StandardScaler(), Ridge())
+    search = HypergradSearchCV(pipe, {"ridge__alpha": (1e-2, 1e2)}, cv=3)
+    search.fit(X, y, sample_weight=weights)
+    reference = clone(pipe).set_params(**search.best_params_)
+    reference.fit(X, y, ridge__sample_weight=weights)
+    np.testing.assert_allclose(search.predict(X), reference.predict(X), rtol=1e-10)
