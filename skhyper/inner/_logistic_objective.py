@@ -71,10 +71,10 @@ class LogisticObjective:
         Z = self.X @ W[:, : self.n_features].T
         return Z + W[:, self.n_features] if self.fit_intercept else Z
 
-    def data_terms(self, W):
+    def data_terms(self, W, Z=None):
         """The weighted mean log loss ``Σ_i ŝ_i l_i``, its gradient in ``W`` and
-        the decision values."""
-        Z = self.decision(W)
+        the decision values ``Z`` (computed unless given)."""
+        Z = self.decision(W) if Z is None else Z
         value = torch.dot(self.weight, pointwise_log_loss(Z, self.target))
         residual = self.weight[:, None] * (predict_proba_from(Z) - self.target)
         return value, self._transposed_product(residual), Z
@@ -105,11 +105,16 @@ class LogisticObjective:
             grad[:, -1] = self.symmetry_weight * total
         return value, grad
 
-    def value_and_gradient(self, W, theta):
-        """Return ``ℓ(W, θ)``, ``∇_Wℓ`` and the decision values."""
-        value, grad, Z = self.data_terms(W)
+    def value_and_gradient(self, W, theta, Z=None):
+        """Return ``ℓ(W, θ)``, ``∇_Wℓ`` and the decision values ``Z``."""
+        value, grad, Z = self.data_terms(W, Z)
         penalty, penalty_grad = self._penalty_terms(W, theta)
         return value + penalty, grad + penalty_grad, Z
+
+    def value_from_decision(self, W, theta, Z):
+        """``ℓ(W, θ)`` from decision values ``Z = decision(W)`` already known."""
+        data = torch.dot(self.weight, pointwise_log_loss(Z, self.target))
+        return data + self._penalty_terms(W, theta)[0]
 
     def hessian(self, W, theta, Z=None):
         """The Hessian ``∇²_Wℓ`` over the row-major flattening of ``W``.
@@ -127,27 +132,31 @@ class LogisticObjective:
         return H
 
     def hessian_operator(self, W, theta, Z=None):
-        """Return ``u -> ∇²_Wℓ u`` on flat vectors, without forming the Hessian.
+        """Return ``u -> ∇²_Wℓ u`` on flat vectors, without forming the Hessian."""
+        product = self.hessian_product(W, theta, Z)
+        return lambda u: product(u.reshape(W.shape))[0].reshape(-1)
 
-        Each product costs two passes over ``X``: ``R = ŝ ∘ A(XU)``, then
-        ``XᵀR``, with ``A`` the curvature of the loss in the decision values.
+    def hessian_product(self, W, theta, Z=None):
+        """Return ``U -> (∇²_Wℓ U, decision(U))`` for ``U`` shaped like ``W``.
+
+        Each product costs two passes over ``X``: ``ZU = X̃U``, then ``X̃ᵀR``
+        with ``R = ŝ ∘ A(ZU)`` and ``A`` the curvature of the loss in the
+        decision values; ``ZU`` comes back too, for line searches.
         """
         proba = predict_proba_from(self.decision(W) if Z is None else Z)
         weight = self.weight[:, None]
         curvature = weight * proba * (1.0 - proba) if self.n_outputs == 1 else None
-        shape = W.shape
 
-        def matvec(u):
-            U = u.reshape(shape)
+        def product(U):
             ZU = self.decision(U)
             if curvature is not None:
                 R = curvature * ZU
             else:
                 R = weight * proba * (ZU - (proba * ZU).sum(dim=1, keepdim=True))
             _, penalty_grad = self._penalty_terms(U, theta)
-            return (self._transposed_product(R) + penalty_grad).reshape(-1)
+            return self._transposed_product(R) + penalty_grad, ZU
 
-        return matvec
+        return product
 
     def _transposed_product(self, R):
         """``[X, 1]ᵀ R`` laid out like ``W``: shape ``(n_outputs, n_columns)``."""

@@ -4,12 +4,12 @@ Both solvers take a :class:`~skhyper.inner._logistic_objective.LogisticObjective
 and stop when the largest gradient entry of the mean-scaled objective is at
 most ``tol``.
 
-The Newton solver never needs a fresh Hessian at every step: its directions
+The Newton solver does not form a Hessian at every step: its directions
 come from conjugate gradient on exact Hessian-vector products, preconditioned
 by the Cholesky factor of a *reference* Hessian formed at some earlier point
-(possibly an earlier outer iteration). Forming a Hessian costs as much as
-``n_weights / 12`` or so Hessian-vector products, so the reference is only
-refreshed when conjugate gradient has become slower than that.
+(possibly at an earlier outer iteration, or on all the data). Forming a
+Hessian costs as much as many Hessian-vector products (:func:`refresh_limit`),
+so the reference is refreshed only once conjugate gradient has become slow.
 """
 
 from dataclasses import dataclass
@@ -46,6 +46,8 @@ class InnerSolution:
     stale : bool
         Whether the last conjugate-gradient solve found the reference slow,
         so that it should be refreshed before its next use.
+    decision : torch.Tensor or None
+        The decision values ``X̃W`` at ``W`` (Newton only).
     """
 
     W: torch.Tensor
@@ -53,6 +55,7 @@ class InnerSolution:
     converged: bool
     factor: object = None
     stale: bool = False
+    decision: object = None
 
 
 def _check_finite(value, grad):
@@ -135,21 +138,65 @@ def preconditioned_cg(matvec, rhs, factor, *, tol, max_iter, x0=None):
     return upper_solve(u), info
 
 
-def _armijo_step(objective, theta, W, value, grad, direction):
-    """Backtracking line search; returns the accepted point or None."""
+def _precondition(r, factor):
+    if factor is None:
+        return r
+    return torch.cholesky_solve(r.reshape(-1, 1), factor).reshape(r.shape)
+
+
+def _newton_direction(apply, grad, factor, *, tol, max_iter):
+    """Truncated preconditioned CG on ``H d = -∇ℓ``.
+
+    Returns the direction ``d``, its decision values ``X̃d`` and the
+    iterations used. Not the engine's solver: a Newton direction needs only
+    the accuracy of the forcing term, not the engine's confirmation on the
+    true residual, and the decision values gathered from the products spare
+    the line search a pass over ``X``.
+    """
+    direction = torch.zeros_like(grad)
+    decision = None
+    residual = -grad
+    preconditioned = _precondition(residual, factor)
+    search = preconditioned
+    rz = float((residual * preconditioned).sum())
+    target = tol * rz**0.5  # on the preconditioned norm of the residual
+    for iteration in range(1, max_iter + 1):
+        product_value, product_decision = apply(search)
+        curvature = float((search * product_value).sum())
+        if not curvature > 0:
+            return direction, decision, iteration
+        step = rz / curvature
+        direction = direction + step * search
+        change = step * product_decision
+        decision = change if decision is None else decision + change
+        residual = residual - step * product_value
+        preconditioned = _precondition(residual, factor)
+        rz_new = float((residual * preconditioned).sum())
+        if rz_new**0.5 <= target:
+            return direction, decision, iteration
+        search = preconditioned + (rz_new / rz) * search
+        rz = rz_new
+    return direction, decision, max_iter
+
+
+def _armijo_step(objective, theta, W, Z, value, grad, direction, decision):
+    """Backtracking line search; returns the accepted point and its decision
+    values, or ``(None, None)``."""
     slope = float((grad * direction).sum())
     # Near the optimum the decrease is below round-off of the loss value, so
     # the test allows a few ulps of slack rather than rejecting Newton steps.
     slack = 1e-13 * (1.0 + abs(float(value)))
     step = 1.0
-    with torch.no_grad():
-        for _ in range(40):
-            candidate = W + step * direction
-            trial = float(objective.value(candidate, theta))
-            if trial <= float(value) + 1e-4 * step * slope + slack:
-                return candidate
-            step *= 0.5
-    return None
+    for _ in range(40):
+        candidate = W + step * direction
+        candidate_decision = Z + step * decision
+        trial = float(
+            objective.value_from_decision(candidate, theta, candidate_decision)
+        )
+        if trial <= float(value) + 1e-4 * step * slope + slack:
+            return candidate, candidate_decision
+        step *= 0.5
+    return None, None
 
 
 def newton_cg_solve(objective, theta, W0, factor, *, tol, max_iter, stale=False):
@@ -181,33 +228,39 @@ def newton_cg_solve(objective, theta, W0, factor, *, tol, max_iter, stale=False)
     ``min(0.1, √||∇ℓ||_∞)`` (a forcing term that keeps the convergence
     superlinear), then backtracks along ``d`` until the Armijo condition
     holds. A direction that needed more than :func:`refresh_limit` products
-    refreshes the reference Hessian at the current point.
+    refreshes the reference Hessian at the current point. The decision values
+    ``X̃W`` are updated along with ``W``, so that a Newton step costs one pass
+    over ``X`` besides its Hessian-vector products.
     """
     W = W0.detach().clone()
+    Z = objective.decision(W)
     limit = refresh_limit(objective)
     stale = stale or factor is None
     for n_iter in range(max_iter + 1):
-        value, grad, Z = objective.value_and_gradient(W, theta)
+        value, grad, Z = objective.value_and_gradient(W, theta, Z)
         _check_finite(value, grad)
         size = float(grad.abs().max())
         if size <= tol:
-            return InnerSolution(W, n_iter, True, factor, stale)
+            return InnerSolution(W, n_iter, True, factor, stale, Z)
         if n_iter == max_iter:
             break
         if stale:
             factor = cholesky_factor(objective.hessian(W, theta, Z))
-        matvec = objective.hessian_operator(W, theta, Z)
-        direction, info = preconditioned_cg(
-            matvec, -grad, factor, tol=min(0.1, size**0.5), max_iter=4 * limit + 10
+        direction, decision, n_products = _newton_direction(
+            objective.hessian_product(W, theta, Z),
+            grad,
+            factor,
+            tol=min(0.1, size**0.5),
+            max_iter=4 * limit + 10,
         )
-        stale = info.n_iter > limit
-        candidate = _armijo_step(
-            objective, theta, W, value, grad, direction.reshape(W.shape)
+        stale = n_products > limit
+        W_next, Z_next = _armijo_step(
+            objective, theta, W, Z, value, grad, direction, decision
         )
-        if candidate is None:
+        if W_next is None:
             break
-        W = candidate
-    return InnerSolution(W, n_iter, False, factor, stale)
+        W, Z = W_next, Z_next
+    return InnerSolution(W, n_iter, False, factor, stale, Z)
 
 
 def lbfgs_solve(objective, theta, W0, *, tol, max_iter, history_size=20):

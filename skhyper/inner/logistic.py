@@ -18,18 +18,11 @@ or the multinomial (softmax) log loss with one row per class.
 import numpy as np
 import torch
 
-from ..exceptions import NonFiniteError
-from ..hypergrad import gradient_step_map, hypergradient
 from ..tuning import FoldResult
 from ..utils import resolve_device, to_numpy
+from ._logistic_hypergrad import engine_hypergradient, implicit_hypergradient
 from ._logistic_objective import LogisticObjective, pointwise_log_loss
-from ._logistic_solvers import (
-    cholesky_factor,
-    lbfgs_solve,
-    newton_cg_solve,
-    preconditioned_cg,
-    refresh_limit,
-)
+from ._logistic_solvers import lbfgs_solve, newton_cg_solve
 
 __all__ = ["LogisticFoldProblem", "fit_logistic", "NEWTON_MAX_WEIGHTS"]
 
@@ -67,30 +60,6 @@ def _split(objective, W):
     if objective.n_outputs > 1:
         intercept -= intercept.mean()
     return coef, intercept
-
-
-def _whitened_newton_map(objective, factor):
-    """The Newton map in the coordinates ``U = LᵀW`` of a Cholesky factor ``L``.
-
-    ``Φ(U, θ) = U - L⁻¹ ∇_Wℓ(L⁻ᵀU, θ)``: its fixed point is the minimiser, and
-    its Jacobian ``I - L⁻¹HL⁻ᵀ`` is symmetric, and zero where ``LLᵀ = H``.
-    """
-
-    def to_weights(U):
-        flat = torch.linalg.solve_triangular(factor.T, U.reshape(-1, 1), upper=True)
-        return flat.reshape(objective.n_outputs, objective.n_columns)
-
-    def fp_map(U, theta):
-        if not U.requires_grad:
-            U = U.detach().requires_grad_(True)
-        with torch.enable_grad():
-            W = to_weights(U)
-            (grad,) = torch.autograd.grad(
-                objective.value(W, theta), U, create_graph=True
-            )
-        return U - grad  # the chain rule through W = L⁻ᵀU applies L⁻¹
-
-    return fp_map, to_weights
 
 
 class LogisticFoldProblem:
@@ -296,81 +265,40 @@ class LogisticFoldProblem:
         )
 
     def _implicit_gradient(self, solution, theta, v0):
-        """``v`` by conjugate gradient on Hessian products, or by Cholesky."""
-        objective = self.objective
-        W = solution.W
-        loss, grad_w, _ = self.validation.data_terms(W)
-        _check_finite(loss, grad_w)
-        if self.newton and (solution.stale or self.hypergrad == "exact"):
-            solution.factor = cholesky_factor(objective.hessian(W, theta))
-            solution.stale = False
-        if self.hypergrad == "exact":
-            flat = grad_w.reshape(-1, 1)
-            v, converged = torch.cholesky_solve(flat, solution.factor), True
-        else:
-            if v0 is not None:
-                v0 = torch.as_tensor(v0, device=objective.device)
-            v, info = preconditioned_cg(
-                objective.hessian_operator(W, theta),
-                grad_w,
-                solution.factor,
-                tol=self.linsys_tol,
-                max_iter=self.linsys_max_iter,
-                x0=v0,
-            )
-            converged = info.converged
-            solution.stale = solution.stale or info.n_iter > refresh_limit(objective)
-        v = v.reshape(W.shape)
-        n_features = objective.n_features
-        products = (W[:, :n_features] * v[:, :n_features]).sum(dim=0)
-        grad = objective.penalty_scale(theta) * products
-        if not self.per_feature:
-            grad = grad.sum().reshape(1)
-        _check_finite(loss, grad)
-        return float(loss), to_numpy(grad), to_numpy(v), converged
+        return implicit_hypergradient(
+            self.objective,
+            self.validation,
+            solution,
+            theta,
+            v0,
+            per_feature=self.per_feature,
+            direct=self.hypergrad == "exact",
+            tol=self.linsys_tol,
+            max_iter=self.linsys_max_iter,
+        )
 
     def _engine_gradient(self, solution, theta):
-        """The engine's fixed-point, GMRES, ITD or dense method on a map."""
-        objective = self.objective
-        if self.newton:
-            # A fresh factor at the solution makes the map nearly constant,
-            # so that every method converges in a step or two.
-            solution.factor = cholesky_factor(objective.hessian(solution.W, theta))
-            solution.stale = False
-            fp_map, to_weights = _whitened_newton_map(objective, solution.factor)
-            start = (solution.factor.T @ solution.W.reshape(-1)).reshape(
-                solution.W.shape
-            )
-        else:
+        lipschitz = None
+        if not self.newton:
             if self._curvature is None:
-                self._curvature = objective.curvature_bound()
-            lipschitz = self._curvature + float(objective.penalty_scale(theta).max())
-            fp_map = gradient_step_map(objective.value, 1.0 / lipschitz)
-            to_weights, start = (lambda W: W), solution.W
-        result = hypergradient(
-            fp_map,
-            lambda U, theta: self.validation_loss(to_weights(U), theta),
-            start,
+                self._curvature = self.objective.curvature_bound()
+            scale = float(self.objective.penalty_scale(theta).max())
+            lipschitz = self._curvature + scale
+        return engine_hypergradient(
+            self.objective,
+            self.validation_loss,
+            solution,
             theta,
+            lipschitz=lipschitz,
             method=self.hypergrad,
             tol=self.linsys_tol,
             max_iter=self.linsys_max_iter,
-            warn=False,
         )
-        grad = to_numpy(result.grad).reshape(-1)
-        return result.outer_loss, grad, None, result.info.converged
 
     def coefficients(self, state):
         """``(coef, intercept)`` of a state, in LogisticRegression's shapes."""
         W = torch.as_tensor(state["W"], device=self.objective.device)
         return _split(self.objective, W)
-
-
-def _check_finite(value, grad):
-    if not (bool(torch.isfinite(value).all()) and bool(torch.isfinite(grad).all())):
-        raise NonFiniteError(
-            "non-finite value in the validation log loss or the hypergradient"
-        )
 
 
 def _check_classes_present(y_encoded, sample_weight, n_classes):

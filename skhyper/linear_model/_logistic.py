@@ -9,7 +9,6 @@ from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import expit, log_softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import check_scoring
@@ -18,7 +17,6 @@ from sklearn.utils.multiclass import check_classification_targets
 
 from ..tuning import tune, warn_on_failures
 from ._base import (
-    LinearPredictorMixin,
     check_bounds,
     check_choice,
     check_positive,
@@ -28,6 +26,7 @@ from ._base import (
     initial_log_values,
     validate_data,
 )
+from ._classification import LinearClassifierMixin, check_folds_have_classes, label
 
 __all__ = ["HypergradLogisticCV"]
 
@@ -35,7 +34,7 @@ _HYPERGRAD = ("cg", "fp", "gmres", "exact", "itd")
 _SOLVERS = ("auto", "newton", "lbfgs")
 
 
-class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
+class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
     """Logistic regression whose C is tuned by gradient descent on the CV loss.
 
     Binary or multinomial (softmax) logistic regression with an L2 penalty.
@@ -248,7 +247,7 @@ class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
         splits = cv_splits(
             self.cv, X, y, classifier=True, random_state=self.random_state
         )
-        _check_folds(splits, y_encoded, fit_weights, self.classes_)
+        check_folds_have_classes(splits, y_encoded, fit_weights, self.classes_)
 
         # Imported here, so that importing and predicting never need torch.
         from ..inner.logistic import fit_logistic
@@ -346,7 +345,7 @@ class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
             raise ValueError(
                 "HypergradLogisticCV needs samples of at least 2 classes in the "
                 f"data, but the data contain only one class: "
-                f"{_label(self.classes_[0])!r}"
+                f"{label(self.classes_[0])!r}"
             )
         if self.class_weight is not None:
             class_weight = compute_class_weight(
@@ -362,7 +361,7 @@ class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
             y_encoded, weights=fit_weights, minlength=self.classes_.size
         )
         if np.any(totals <= 0):
-            missing = _label(self.classes_[np.flatnonzero(totals <= 0)[0]])
+            missing = label(self.classes_[np.flatnonzero(totals <= 0)[0]])
             raise ValueError(
                 f"class {missing!r} has no sample with a positive weight; "
                 "logistic regression needs every class of y to be weighted"
@@ -402,69 +401,6 @@ class HypergradLogisticCV(LinearPredictorMixin, ClassifierMixin, BaseEstimator):
             problems.append(problem)
         return problems
 
-    def decision_function(self, X):
-        """Decision values ``X coef_ᵀ + intercept_``.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        scores : ndarray of shape (n_samples,) or (n_samples, n_classes)
-            For two classes, the score of ``classes_[1]``.
-        """
-        scores = self._decision_function(X)
-        return scores.ravel() if scores.shape[1] == 1 else scores
-
-    def predict(self, X):
-        """Predict class labels.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,)
-        """
-        scores = self.decision_function(X)
-        index = (scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(1)
-        return self.classes_[index]
-
-    def predict_log_proba(self, X):
-        """Logarithm of the class probabilities, columns in ``classes_`` order.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        log_proba : ndarray of shape (n_samples, n_classes)
-        """
-        scores = self._decision_function(X)
-        if scores.shape[1] == 1:
-            scores = np.hstack([np.zeros_like(scores), scores])
-        return log_softmax(scores, axis=1)
-
-    def predict_proba(self, X):
-        """Class probabilities, columns in ``classes_`` order.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, n_classes)
-        """
-        scores = self._decision_function(X)
-        if scores.shape[1] == 1:
-            positive = expit(scores)
-            return np.hstack([1.0 - positive, positive])
-        return np.exp(log_softmax(scores, axis=1))
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
@@ -477,33 +413,12 @@ def _as_C(theta):
     return float(np.exp(theta[0])) if theta.size == 1 else np.exp(theta)
 
 
-def _label(value):
-    """A class label as the user wrote it (a numpy scalar as a Python one)."""
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _mean_state(states):
     """A warm start for the refit: the folds' mean weights, one fold's factor."""
     return {
         "W": np.mean([state["W"] for state in states], axis=0),
         "factor": states[0].get("factor"),
     }
-
-
-def _check_folds(splits, y_encoded, weights, classes):
-    """Refuse, before any optimisation, a training part that misses a class."""
-    for index, (train, _) in enumerate(splits):
-        totals = np.bincount(
-            y_encoded[train], weights=weights[train], minlength=classes.size
-        )
-        if np.any(totals <= 0):
-            missing = _label(classes[np.flatnonzero(totals <= 0)[0]])
-            raise ValueError(
-                f"the training part of CV fold {index} has no sample of class "
-                f"{missing!r} (with a positive weight); use fewer folds or a "
-                "stratified splitter so that every class appears in every "
-                "training part"
-            )
 
 
 class _ScoredFold:
