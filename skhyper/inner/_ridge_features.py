@@ -66,7 +66,7 @@ def _to_torch(array, dtype, device):
 def feature_factors(problem):
     """Compute, once per fold, what every per-feature evaluation reuses."""
     X, weights = problem.X_train, problem.weights_train
-    dtype = torch_dtype_for(X)
+    dtype = torch_dtype_for(problem.X_val)
     device = resolve_device(problem.device)
     if problem.moments is not None:
         gram, rhs = problem.moments.gram, problem.moments.rhs

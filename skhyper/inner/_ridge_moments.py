@@ -36,6 +36,23 @@ class RidgeMoments:
         ``G``, in float64.
     rhs : ndarray of shape (n_features, n_targets)
         ``C``, in float64.
+
+    Notes
+    -----
+    ``G = (X - 1x̄ᵀ)ᵀ diag(s) (X - 1x̄ᵀ)`` and
+    ``C = (X - 1x̄ᵀ)ᵀ diag(s) (Y - 1ȳᵀ)``: ridge's normal equations are
+    ``(G + diag λ) W = C``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhyper.inner.ridge import cv_ridge_moments
+    >>> X, Y = np.eye(3), np.ones((3, 1))
+    >>> _, full = cv_ridge_moments(X, Y, np.ones(3), [], False)
+    >>> full.gram
+    array([[1., 0., 0.],
+           [0., 1., 0.],
+           [0., 0., 1.]])
     """
 
     x_offset: np.ndarray
@@ -112,6 +129,28 @@ def cv_ridge_moments(X, Y, weights, splits, fit_intercept):
         One per split, of its training part.
     full : RidgeMoments
         Of all the data, for the final refit.
+
+    Notes
+    -----
+    With ``Z = √s (X - 1cᵀ)`` for a fixed shift ``c`` (the full data's mean for
+    dense ``X``, zero for sparse), the sums ``S = ZᵀZ``, ``u = Zᵀ√s`` and
+    ``σ = Σ s`` of a training part are those of the full data minus those of
+    its validation part, and its centred moments are
+    ``G = S - σ m mᵀ`` with ``m = u / σ`` (its mean is ``c + m``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.model_selection import KFold
+    >>> from skhyper.inner.ridge import cv_ridge_moments
+    >>> rng = np.random.default_rng(0)
+    >>> X, Y = rng.normal(size=(40, 3)), rng.normal(size=(40, 1))
+    >>> splits = list(KFold(4).split(X))
+    >>> folds, full = cv_ridge_moments(X, Y, np.ones(40), splits, True)
+    >>> train = splits[0][0]
+    >>> centred = X[train] - X[train].mean(axis=0)
+    >>> bool(np.allclose(folds[0].gram, centred.T @ centred))
+    True
     """
     dtype = X.dtype
     root = np.sqrt(weights).astype(dtype)
@@ -125,7 +164,14 @@ def cv_ridge_moments(X, Y, weights, splits, fit_intercept):
     if sp.issparse(X):
         Z = sp.csr_matrix(X).multiply(root[:, None]).tocsr()
     else:
-        Z = (X - x_shift.astype(dtype)) * root[:, None]
+        # One copy of X at most (none without intercept and weights).
+        weighted = bool(np.any(root != 1))
+        if fit_intercept:
+            Z = X - x_shift.astype(dtype)
+            if weighted:
+                Z *= root[:, None]
+        else:
+            Z = X * root[:, None] if weighted else X
     Y_scaled = (Y - y_shift.astype(dtype)) * root[:, None]
     full = _sums(Z, Y_scaled, root)
     folds = []

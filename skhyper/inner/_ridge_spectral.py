@@ -78,19 +78,22 @@ def spectrum(problem):
     """
     X, Y, weights = problem.X_train, problem.Y_train, problem.weights_train
     x_offset, y_offset = problem.x_offset, problem.y_offset
-    n_samples, n_features = X.shape
-    if n_samples >= n_features:
+    if problem.moments is not None or len(Y) >= problem.n_features:
         if problem.moments is not None:
             gram, rhs = problem.moments.gram, problem.moments.rhs
         else:
             gram = centred_gram(X, x_offset, weights).astype(np.float64)
             rhs = centred_targets(X, Y, x_offset, y_offset, weights)
-        eigenvalues, basis = la.eigh(gram, overwrite_a=problem.moments is None)
+        # Divide and conquer ("evd") is the fastest LAPACK driver when all
+        # eigenvectors are wanted.
+        eigenvalues, basis = la.eigh(
+            gram, overwrite_a=problem.moments is None, driver="evd"
+        )
         projected = basis.T @ rhs.astype(np.float64)
         cross = None
     else:
         kernel = centred_kernel(X, x_offset, weights).astype(np.float64)
-        eigenvalues, basis = la.eigh(kernel, overwrite_a=True)
+        eigenvalues, basis = la.eigh(kernel, overwrite_a=True, driver="evd")
         targets = (Y - y_offset) * np.sqrt(weights)[:, None]
         projected = basis.T @ targets.astype(np.float64)
         cross = centred_cross_kernel(problem.X_val, X, x_offset, weights)

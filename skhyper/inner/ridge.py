@@ -18,8 +18,10 @@ the ``T`` targets as :func:`sklearn.metrics.mean_squared_error` does,
 
 A single alpha (or one per target) is solved by one eigendecomposition per fold
 (:mod:`._ridge_spectral`), which then gives the loss and its exact gradient at
-every alpha. One alpha per feature is solved by Cholesky and differentiated by
-the engine (:mod:`._ridge_features`).
+every alpha, at several alphas in one vectorised pass (``evaluate_many``). One
+alpha per feature is solved by Cholesky and differentiated by the engine
+(:mod:`._ridge_features`). In K-fold CV the folds' Gram matrices can come from
+one Gram matrix of the full data (:func:`cv_ridge_moments`).
 """
 
 from dataclasses import dataclass
@@ -66,6 +68,18 @@ class RidgeFoldState:
     v : object or None
         Per-feature alphas: the last solution of the linear system, the warm
         start of AID.
+
+    Notes
+    -----
+    A state is returned by :meth:`RidgeFoldProblem.evaluate` and passed back
+    to the next call; it travels by value, so folds may run in other
+    processes.
+
+    Examples
+    --------
+    >>> from skhyper.inner.ridge import RidgeFoldState
+    >>> RidgeFoldState().factors is None
+    True
     """
 
     theta: object = None
@@ -81,7 +95,8 @@ class RidgeFoldProblem:
     ----------
     X_train, X_val : ndarray or sparse matrix of shape (n, n_features)
         Training and validation inputs (float32 or float64); sparse inputs are
-        never densified.
+        never densified. ``X_train`` may be ``None`` when ``moments`` is
+        given: the fold then needs nothing else of it.
     y_train, y_val : ndarray of shape (n,) or (n, n_targets)
     sample_weight_train, sample_weight_val : ndarray of shape (n,), default=None
         Non-negative weights; a weight equals repeating the row.
@@ -152,13 +167,17 @@ class RidgeFoldProblem:
             raise ValueError(
                 f"hypergrad must be one of {HYPERGRAD_METHODS}, got {hypergrad!r}"
             )
-        dtype = X_train.dtype
+        if X_train is None and moments is None:
+            raise ValueError("X_train may be None only when moments are given")
+        dtype = X_val.dtype
+        self.dtype = dtype
+        self.n_features = X_val.shape[1]
         self.X_train = X_train
         self.X_val = X_val
         self.single_target = np.ndim(y_train) == 1
         self.Y_train = _as_2d(y_train, dtype)
         self.Y_val = _as_2d(y_val, dtype)
-        self.weights_train = _weights(sample_weight_train, X_train.shape[0], dtype)
+        self.weights_train = _weights(sample_weight_train, len(y_train), dtype)
         self.weights_val = _weights(sample_weight_val, X_val.shape[0], dtype)
         if not self.weights_val.sum() > 0:
             raise ValueError("the validation part of a fold has zero total weight")
@@ -184,7 +203,7 @@ class RidgeFoldProblem:
     def n_hyperparameters(self):
         """Length of ``theta``: 1, ``n_features`` or ``n_targets``."""
         if self.mode == "per_feature":
-            return self.X_train.shape[1]
+            return self.n_features
         if self.mode == "per_target":
             return self.Y_train.shape[1]
         return 1
@@ -268,7 +287,7 @@ class RidgeFoldProblem:
         else:
             W = spectral_coefficients(self, state.factors, np.exp(theta))
         return _ridge_shapes(
-            W, self.x_offset, self.y_offset, self.single_target, self.X_train.dtype
+            W, self.x_offset, self.y_offset, self.single_target, self.dtype
         )
 
 

@@ -302,7 +302,8 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         X, y, weights = folds.X, folds.y, folds.weights
         problems = [
             RidgeFoldProblem(
-                X[train],
+                # With shared moments the fold needs nothing else of X[train].
+                X[train] if moments is None else None,
                 y[train],
                 X[test],
                 y[test],

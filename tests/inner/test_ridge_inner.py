@@ -338,12 +338,24 @@ def test_fold_with_shared_moments_equals_fold_alone():
     folds, _ = cv_ridge_moments(X, y[:, None], weights, splits, True)
     train, test = splits[1]
     alone = _problem(X, y, train, test, weights)
-    shared = _problem(X, y, train, test, weights, moments=folds[1])
+    shared = RidgeFoldProblem(  # the moments stand for X_train
+        None,
+        y[train],
+        X[test],
+        y[test],
+        sample_weight_train=weights[train],
+        sample_weight_val=weights[test],
+        moments=folds[1],
+    )
     for theta in (np.log([0.01]), np.log([30.0])):
         a = alone.evaluate(theta, alone.initial_state())
         b = shared.evaluate(theta, shared.initial_state())
         np.testing.assert_allclose(b.loss, a.loss, rtol=1e-10)
         np.testing.assert_allclose(b.grad, a.grad, rtol=1e-8)
+        for got, want in zip(shared.coefficients(b.state), alone.coefficients(a.state)):
+            np.testing.assert_allclose(got, want, rtol=1e-8)
+    with pytest.raises(ValueError, match="only when moments are given"):
+        RidgeFoldProblem(None, y[train], X[test], y[test])
 
 
 @pytest.mark.parametrize("mode", ["scalar", "per_target", "per_feature"])
