@@ -410,3 +410,13 @@ def test_non_finite_input_is_an_error_and_inputs_are_not_modified():
     X[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         HypergradLogisticCV(device="cpu").fit(X, y)
+
+
+def test_folds_in_parallel_threads_give_the_sequential_fit():
+    joblib = pytest.importorskip("joblib")
+    X, y = _data(150, 4, 3, seed=14)
+    sequential = HypergradLogisticCV(device="cpu").fit(X, y)
+    with joblib.parallel_backend("threading"):
+        parallel = HypergradLogisticCV(n_jobs=2, device="cpu").fit(X, y)
+    np.testing.assert_allclose(parallel.C_, sequential.C_, rtol=1e-12)
+    np.testing.assert_allclose(parallel.coef_, sequential.coef_, rtol=1e-10)
