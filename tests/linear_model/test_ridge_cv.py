@@ -392,3 +392,16 @@ def test_parallel_folds_give_the_sequential_result(backend):
         parallel = HypergradRidgeCV(n_jobs=2).fit(X, y)
     assert parallel.alpha_ == sequential.alpha_
     np.testing.assert_array_equal(parallel.coef_, sequential.coef_)
+
+
+def test_splits_that_leave_rows_out_match_a_manual_loop():
+    # TimeSeriesSplit's training parts are not the rest of the data, so the
+    # folds cannot share one Gram matrix; each forms its own.
+    from sklearn.model_selection import TimeSeriesSplit
+
+    X, y = _data(90, 5, noise=3.0)
+    cv = TimeSeriesSplit(4)
+    model = HypergradRidgeCV(cv=cv).fit(X, y)
+    np.testing.assert_allclose(
+        -model.best_score_, _kfold_loss(X, y, model.alpha_, cv), rtol=1e-8
+    )
