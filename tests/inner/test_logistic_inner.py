@@ -15,16 +15,6 @@ from skhyper.inner.logistic import LogisticFoldProblem, fit_logistic
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    # These problems are tiny: torch's thread pool adds only synchronisation,
-    # which on a busy machine costs far more than the arithmetic.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _classification(n_samples=90, n_features=5, n_classes=2, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n_samples, n_features))

@@ -8,7 +8,6 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 from sklearn.datasets import (
     load_breast_cancer,
     load_digits,
@@ -21,22 +20,9 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
-from threadpoolctl import threadpool_limits
 
 from skhyper import HypergradLogisticCV
 from skhyper.inner.logistic import LogisticFoldProblem
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These problems are small: thread pools (torch's, and the BLAS and
-    # OpenMP ones of scikit-learn) add only synchronisation, which on a busy
-    # machine costs far more than the arithmetic.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(previous)
 
 
 def _data(n_samples=150, n_features=5, n_classes=2, seed=0):
