@@ -19,6 +19,11 @@ Run from the root of a checkout::
 
     python benchmarks/bench_ridge.py            # one timed run of each
     python benchmarks/bench_ridge.py --repeat 5 # the median of five
+    python benchmarks/bench_ridge.py --blas-threads 1
+
+On a machine whose cores other processes also use, multi-threaded BLAS can
+slow any method down many times at random; ``--blas-threads 1`` gives steadier
+ratios.
 """
 
 import argparse
@@ -31,6 +36,7 @@ from sklearn.datasets import load_diabetes, make_regression
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Ridge, RidgeCV
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from threadpoolctl import threadpool_limits
 
 from skhyper import HypergradRidgeCV
 
@@ -93,23 +99,34 @@ def benchmark(name, X, y, repeat):
         )
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--repeat", type=int, default=1, help="timed runs per method (median)"
-    )
-    args = parser.parse_args()
-    warnings.simplefilter("ignore", ConvergenceWarning)
+def run_all(repeat):
+    """Warm up, then benchmark both data sets."""
     # Warm-up on tiny data, so that no method pays for first imports.
     X_small, y_small = make_regression(50, 5, random_state=0)
     run_methods(X_small, y_small, KFold(5))
 
     X, y = make_regression(n_samples=5000, n_features=500, noise=10.0, random_state=0)
-    benchmark(
-        "make_regression(n_samples=5000, n_features=500, noise=10)", X, y, args.repeat
-    )
+    name = "make_regression(n_samples=5000, n_features=500, noise=10)"
+    benchmark(name, X, y, repeat)
     X, y = load_diabetes(return_X_y=True)
-    benchmark("load_diabetes", X, y, args.repeat)
+    benchmark("load_diabetes", X, y, repeat)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="timed runs per method (median)"
+    )
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        default=None,
+        help="limit the BLAS threads of every method (default: BLAS's own)",
+    )
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", ConvergenceWarning)
+    with threadpool_limits(limits=args.blas_threads, user_api="blas"):
+        run_all(args.repeat)
 
 
 if __name__ == "__main__":
