@@ -141,7 +141,11 @@ def preconditioned_cg(matvec, rhs, factor, *, tol, max_iter, x0=None):
 def _precondition(r, factor):
     if factor is None:
         return r
-    return torch.cholesky_solve(r.reshape(-1, 1), factor).reshape(r.shape)
+    # Two triangular solves: on the CPU, several times faster than
+    # torch.cholesky_solve for one right-hand side.
+    half = torch.linalg.solve_triangular(factor, r.reshape(-1, 1), upper=False)
+    solved = torch.linalg.solve_triangular(factor.T, half, upper=True)
+    return solved.reshape(r.shape)
 
 
 def _newton_direction(apply, grad, factor, *, tol, max_iter):
