@@ -57,6 +57,9 @@ def implicit_hypergradient(
     Returns
     -------
     loss : float
+        ``E(W) - vᵀ∇_Wℓ(W)``: the validation loss corrected to first order
+        for the inexact inner solution ``W``, so that its error is of the
+        order of the squared inner tolerance.
     grad : ndarray
     v : ndarray
     converged : bool
@@ -89,6 +92,10 @@ def implicit_hypergradient(
 
     # Step 3: ∂E/∂θ_j = exp(-θ_j) / S Σ_k W_kj v_kj.
     v = v.reshape(W.shape)
+    if solution.gradient is not None:
+        # W misses the minimiser by about -H⁻¹∇_Wℓ, so E there is about
+        # E(W) - vᵀ∇_Wℓ: an error second order in the inner tolerance.
+        loss = loss - (v * solution.gradient.reshape(W.shape)).sum()
     n_features = objective.n_features
     products = (W[:, :n_features] * v[:, :n_features]).sum(dim=0)
     grad = objective.penalty_scale(theta) * products

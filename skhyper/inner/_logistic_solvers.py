@@ -48,6 +48,9 @@ class InnerSolution:
         so that it should be refreshed before its next use.
     decision : torch.Tensor or None
         The decision values ``X̃W`` at ``W`` (Newton only).
+    gradient : torch.Tensor or None
+        The training gradient ``∇_Wℓ`` at ``W``, what remains of the
+        optimality condition.
     """
 
     W: torch.Tensor
@@ -56,6 +59,7 @@ class InnerSolution:
     factor: object = None
     stale: bool = False
     decision: object = None
+    gradient: object = None
 
 
 def _check_finite(value, grad):
@@ -245,7 +249,7 @@ def newton_cg_solve(objective, theta, W0, factor, *, tol, max_iter, stale=False)
         _check_finite(value, grad)
         size = float(grad.abs().max())
         if size <= tol:
-            return InnerSolution(W, n_iter, True, factor, stale, Z)
+            return InnerSolution(W, n_iter, True, factor, stale, Z, grad)
         if n_iter == max_iter:
             break
         if stale:
@@ -264,7 +268,7 @@ def newton_cg_solve(objective, theta, W0, factor, *, tol, max_iter, stale=False)
         if W_next is None:
             break
         W, Z = W_next, Z_next
-    return InnerSolution(W, n_iter, False, factor, stale, Z)
+    return InnerSolution(W, n_iter, False, factor, stale, Z, grad)
 
 
 def lbfgs_solve(objective, theta, W0, *, tol, max_iter, history_size=20):
@@ -305,4 +309,5 @@ def lbfgs_solve(objective, theta, W0, *, tol, max_iter, history_size=20):
     W = W.detach()
     value, grad, _ = objective.value_and_gradient(W, theta)
     _check_finite(value, grad)
-    return InnerSolution(W, n_iter, float(grad.abs().max()) <= tol)
+    converged = float(grad.abs().max()) <= tol
+    return InnerSolution(W, n_iter, converged, gradient=grad)
