@@ -231,9 +231,9 @@ class LogisticFoldProblem:
                 f"expected {self.n_hyperparameters} values of log C, got "
                 f"{theta.numel()}"
             )
-        W0 = torch.as_tensor(state["W"], device=objective.device)
+        W0 = _predicted(theta, state, "W", objective.device)
 
-        # Step 1: the inner problem, warm-started from the previous solution.
+        # Step 1: the inner problem, warm-started from the previous solutions.
         if self.newton:
             solution = newton_cg_solve(
                 objective,
@@ -252,14 +252,18 @@ class LogisticFoldProblem:
         # Steps 2 and 3: the linear system H v = ∇_W E, then the gradient.
         if self.hypergrad == "cg" or (self.hypergrad == "exact" and self.newton):
             loss, grad, v, linsys_converged = self._implicit_gradient(
-                solution, theta, state["v"]
+                solution, theta, _predicted(theta, state, "v", objective.device)
             )
         else:
             loss, grad, v, linsys_converged = self._engine_gradient(solution, theta)
+        new_state = _state(solution, v)
+        new_state["theta"] = to_numpy(theta)
+        if "theta" in state:
+            new_state["previous"] = {key: state[key] for key in ("theta", "W", "v")}
         return FoldResult(
             loss=loss,
             grad=grad,
-            state=_state(solution, v),
+            state=new_state,
             inner_converged=solution.converged,
             linsys_converged=linsys_converged,
         )
@@ -299,6 +303,31 @@ class LogisticFoldProblem:
         """``(coef, intercept)`` of a state, in LogisticRegression's shapes."""
         W = torch.as_tensor(state["W"], device=self.objective.device)
         return _split(self.objective, W)
+
+
+def _predicted(theta, state, key, device):
+    """The warm start of ``state[key]`` (``"W"`` or ``"v"``) at ``theta``: the
+    last value, moved along the secant through the last two when there is one
+    hyperparameter.
+
+    ``W(θ)`` and ``v(θ)`` are smooth, so ``W_k + r (W_k - W_{k-1})`` with
+    ``r = (θ - θ_k) / (θ_k - θ_{k-1})`` is first-order accurate where
+    ``W_k`` alone is zeroth-order; ``r`` is kept in ``[-1, 2]``, beyond which
+    a line through two points is a poor guess of a curve.
+    """
+    value = state[key]
+    if value is None:
+        return None
+    value = torch.as_tensor(value, device=device)
+    previous = state.get("previous")
+    if previous is None or theta.numel() != 1 or previous[key] is None:
+        return value
+    theta_k = float(state["theta"][0])
+    span = theta_k - float(previous["theta"][0])
+    if abs(span) < 1e-12:
+        return value
+    ratio = min(2.0, max(-1.0, (float(theta[0]) - theta_k) / span))
+    return value + ratio * (value - torch.as_tensor(previous[key], device=device))
 
 
 def _check_classes_present(y_encoded, sample_weight, n_classes):

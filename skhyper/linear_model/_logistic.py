@@ -34,7 +34,7 @@ _HYPERGRAD = ("cg", "fp", "gmres", "exact", "itd")
 _SOLVERS = ("auto", "newton", "lbfgs")
 # The final refit is the returned model: solved at least this tightly, so
 # that it matches LogisticRegression(C=C_) whatever the folds' tolerance.
-REFIT_TOL = 1e-8
+REFIT_TOL = 1e-10
 
 
 class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
@@ -85,7 +85,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         Gradient tolerance (largest entry) of the inner solves, on the
         training loss divided by the total sample weight. The fold losses
         are corrected to first order for it (see Notes); the final refit on
-        all the data solves to ``min(inner_tol, 1e-8)``.
+        all the data solves to ``min(inner_tol, 1e-10)``.
     inner_max_iter : int, default=500
         Newton or L-BFGS iterations at most per inner solve.
     linsys_tol : float, default=1e-6
