@@ -88,8 +88,9 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         all the data solves to ``min(inner_tol, 1e-10)``.
     inner_max_iter : int, default=500
         Newton or L-BFGS iterations at most per inner solve.
-    linsys_tol : float, default=1e-6
-        Relative residual tolerance of AID's linear system.
+    linsys_tol : float, default=1e-4
+        Relative residual tolerance of AID's linear system: about the relative
+        error of the hypergradient, which L-BFGS-B tolerates well.
     linsys_max_iter : int, default=200
         Iteration cap ``k`` of AID's linear system (steps ``t`` for ITD).
     max_iter : int, default=50
@@ -204,7 +205,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         solver="auto",
         inner_tol=1e-6,
         inner_max_iter=500,
-        linsys_tol=1e-6,
+        linsys_tol=1e-4,
         linsys_max_iter=200,
         max_iter=50,
         tol=1e-5,
