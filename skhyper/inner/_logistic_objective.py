@@ -92,17 +92,24 @@ class LogisticObjective:
             penalty = penalty + 0.5 * self.symmetry_weight * W[:, -1].sum() ** 2
         return data + penalty
 
-    def _penalty_terms(self, W, theta):
-        """Value and gradient of the penalty and of the intercept symmetry term."""
-        coef = W[:, : self.n_features]
-        scale = self.penalty_scale(theta)
-        value = 0.5 * (scale * coef**2).sum()
-        grad = torch.zeros_like(W)
-        grad[:, : self.n_features] = scale * coef
+    def _penalty_diagonal(self, theta):
+        """``exp(-θ) / S`` on the coefficient columns, zero on the intercept."""
+        scale = self.penalty_scale(theta).expand(self.n_features)
+        if not self.fit_intercept:
+            return scale
+        return torch.cat([scale, scale.new_zeros(1)])
+
+    def _penalty_terms(self, W, theta, diagonal=None):
+        """Value and gradient of the penalty and of the intercept symmetry term
+        (``diagonal``: :meth:`_penalty_diagonal` at ``theta``, if known)."""
+        if diagonal is None:
+            diagonal = self._penalty_diagonal(theta)
+        grad = diagonal * W
+        value = 0.5 * (grad * W).sum()
         if self.symmetry_weight:
             total = W[:, -1].sum()
             value = value + 0.5 * self.symmetry_weight * total**2
-            grad[:, -1] = self.symmetry_weight * total
+            grad[:, -1] += self.symmetry_weight * total
         return value, grad
 
     def value_and_gradient(self, W, theta, Z=None):
@@ -146,6 +153,7 @@ class LogisticObjective:
         proba = predict_proba_from(self.decision(W) if Z is None else Z)
         weight = self.weight[:, None]
         curvature = weight * proba * (1.0 - proba) if self.n_outputs == 1 else None
+        diagonal = self._penalty_diagonal(theta)
 
         def product(U):
             ZU = self.decision(U)
@@ -153,7 +161,7 @@ class LogisticObjective:
                 R = curvature * ZU
             else:
                 R = weight * proba * (ZU - (proba * ZU).sum(dim=1, keepdim=True))
-            _, penalty_grad = self._penalty_terms(U, theta)
+            _, penalty_grad = self._penalty_terms(U, theta, diagonal)
             return self._transposed_product(R) + penalty_grad, ZU
 
         return product
