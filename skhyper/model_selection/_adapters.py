@@ -88,6 +88,13 @@ class _LogisticAdapter(_Adapter):
                 "HypergradSearchCV supports LogisticRegression with the L2 "
                 f"penalty only (got penalty={penalty!r}, l1_ratio={l1_ratio!r})"
             )
+        if estimator.solver == "liblinear" and estimator.fit_intercept:
+            raise ValueError(
+                "HypergradSearchCV does not support LogisticRegression("
+                "solver='liblinear') with an intercept: liblinear penalises the "
+                "intercept, which the search leaves unpenalised; use the default "
+                "solver"
+            )
 
     def prepare_targets(self, y):
         classes, encoded = np.unique(y, return_inverse=True)
@@ -128,7 +135,7 @@ class _LogisticAdapter(_Adapter):
     def fitted(self, estimator, problem, state, values, fold):
         model = clone(estimator).set_params(**values)
         model.coef_, model.intercept_ = problem.coefficients(state)
-        model.classes_ = np.arange(len(fold["classes"]))
+        model.classes_ = fold["classes"]
         model.n_features_in_ = fold["X_train"].shape[1]
         model.n_iter_ = np.zeros(1, dtype=np.int32)
         return model

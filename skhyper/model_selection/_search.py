@@ -5,6 +5,7 @@ import numbers
 import time
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import check_cv
@@ -12,7 +13,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import check_array, indexable
 from sklearn.utils._indexing import _safe_indexing
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    validate_data,
+)
 
 from ._adapters import adapter_for
 
@@ -194,6 +199,13 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
         tunable = adapter.tunable_for(final)
         if not isinstance(self.param_bounds, dict) or not self.param_bounds:
             raise ValueError("param_bounds must be a non-empty dict")
+        init = dict(self.init or {})
+        unknown = sorted(set(init) - set(self.param_bounds))
+        if unknown:
+            raise ValueError(
+                f"init names parameters that are not searched: {unknown}; the "
+                f"searched ones are {sorted(self.param_bounds)}"
+            )
         tuned, lower, upper, start = [], [], [], []
         for full_name, bounds in self.param_bounds.items():
             short = full_name[len(prefix) :] if full_name.startswith(prefix) else None
@@ -204,9 +216,14 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
                     f"continuous hyperparameters supported are: {allowed}"
                 )
             low, high = _check_bounds(full_name, bounds)
-            value = (self.init or {}).get(full_name)
+            value = init.get(full_name)
             if value is None:
                 value = adapter.default_value(final, short, n_features)
+            if not (isinstance(value, numbers.Real) and value > 0):
+                raise ValueError(
+                    f"the starting value of {full_name!r} must be a positive "
+                    f"number, got {value!r}"
+                )
             value = min(max(float(value), low), high)
             tuned.append(short)
             lower.append(math.log(low))
@@ -214,14 +231,27 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
             start.append(math.log(value))
         adapter.check(final, tuned)
         for name in ("max_iter", "linsys_max_iter"):
-            if not isinstance(getattr(self, name), numbers.Integral):
-                raise ValueError(f"{name} must be an integer")
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.refit, bool):
+            raise ValueError(
+                "refit must be True or False; HypergradSearchCV has a single "
+                f"metric, so refit={self.refit!r} is not supported"
+            )
+        if not (self.scoring is None or isinstance(self.scoring, str)) and not (
+            callable(self.scoring)
+        ):
+            raise ValueError(
+                "scoring must be None, a scorer name or a callable; multi-metric "
+                f"scoring is not supported (got {type(self.scoring).__name__})"
+            )
         return adapter, prefix, final, tuned, (np.array(lower), np.array(upper)), start
 
     # ------------------------------------------------------------------
     # Folds: fit the Pipeline's first steps on each training part.
 
-    def _make_folds(self, X, y, splits, sample_weight, extra):
+    def _make_folds(self, X, y, y_scored, splits, sample_weight, extra):
         folds = []
         for index, (train, val) in enumerate(splits):
             X_train, X_val = _safe_indexing(X, train), _safe_indexing(X, val)
@@ -237,6 +267,8 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
                 "X_val": check_array(X_val, **check),
                 "y_train": np.asarray(y_train),
                 "y_val": np.asarray(y_val),
+                # Scorers see the user's labels, not the encoded ones.
+                "y_val_score": np.asarray(_safe_indexing(y_scored, val)),
                 "sw_train": None if sample_weight is None else sample_weight[train],
                 "sw_val": None if sample_weight is None else sample_weight[val],
                 **extra,
@@ -263,27 +295,25 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
         """
         from ..tuning import tune, warn_on_failures
 
-        X, y, groups = indexable(X, y, groups)
         if y is None:
             raise ValueError("HypergradSearchCV needs targets y")
-        n_features = X.shape[1] if hasattr(X, "shape") and len(X.shape) > 1 else None
-        self.n_features_in_ = n_features
-        if hasattr(X, "columns"):
-            self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        # Records n_features_in_ and feature_names_in_ as sklearn does, and
+        # leaves X as given: the Pipeline's first steps may need it raw.
+        validate_data(self, X, reset=True, skip_check_array=True)
+        X, y, groups = indexable(X, y, groups)
+        n_features = getattr(self, "n_features_in_", None)
         adapter, prefix, final, tuned, bounds, start = self._check_params(
             n_features or 1
         )
         if sample_weight is not None:
-            sample_weight = check_array(
-                sample_weight, ensure_2d=False, dtype=np.float64
-            )
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
 
         # Step 1: the folds, with the Pipeline's first steps fitted on each.
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
         splits = list(cv.split(X, y, groups))
         self.n_splits_ = len(splits)
         y_encoded, extra = adapter.prepare_targets(np.asarray(y))
-        folds = self._make_folds(X, y_encoded, splits, sample_weight, extra)
+        folds = self._make_folds(X, y_encoded, y, splits, sample_weight, extra)
         self.scorer_ = check_scoring(final if prefix else self.estimator, self.scoring)
         settings = {
             "hypergrad": self.hypergrad,
@@ -355,9 +385,10 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
             split_scores[i] = np.asarray(history["fold_scores"][i], dtype=float)
         times = np.diff(np.concatenate([[0.0], history["time"]]))
         mean_scores = split_scores.mean(axis=1)
-        ranks = np.full(rows, rows, dtype=np.int32)
-        order = np.argsort(-np.where(np.isnan(mean_scores), -np.inf, mean_scores))
-        ranks[order] = np.arange(1, rows + 1)
+        # Ties share the lowest rank and non-finite rows come last, as in
+        # GridSearchCV.
+        finite_scores = np.where(np.isnan(mean_scores), -np.inf, mean_scores)
+        ranks = rankdata(-finite_scores, method="min").astype(np.int32)
         results = {
             "params": params,
             "mean_fit_time": times / self.n_splits_,
@@ -449,7 +480,13 @@ class _ScoredFold:
         model = self.adapter.fitted(
             self.final, self.problem, result.state, values, self.fold
         )
-        result.score = float(self.scorer(model, self.fold["X_val"], self.fold["y_val"]))
+        # Weighted fits are judged by weighted scores, as their loss is.
+        weights = self.fold["sw_val"]
+        kwargs = {} if weights is None else {"sample_weight": weights}
+        score = self.scorer(
+            model, self.fold["X_val"], self.fold["y_val_score"], **kwargs
+        )
+        result.score = float(score)
         return result
 
 

@@ -6,7 +6,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_iris
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import log_loss, mean_squared_error
+from sklearn.metrics import f1_score, log_loss, make_scorer, mean_squared_error
 from sklearn.model_selection import GridSearchCV, KFold, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -138,3 +138,58 @@ def test_sample_weight_is_passed_to_the_final_step(diabetes):
     reference = clone(pipe).set_params(**search.best_params_)
     reference.fit(X, y, ridge__sample_weight=weights)
     np.testing.assert_allclose(search.predict(X), reference.predict(X), rtol=1e-10)
+
+
+def test_scorers_see_the_users_labels(cancer):
+    X, y = cancer
+    names = np.array(["benign", "malignant"])[y]
+    cv = StratifiedKFold(3, shuffle=True, random_state=0)
+    scorer = make_scorer(f1_score, pos_label="malignant")
+    pipe = make_pipeline(StandardScaler(), LogisticRegression())
+    search = HypergradSearchCV(
+        pipe, {"logisticregression__C": (1e-2, 1e2)}, cv=cv, scoring=scorer
+    ).fit(X, names)
+    # Reference: sklearn's own fits at the best C, scored with the same scorer.
+    best = clone(pipe).set_params(**search.best_params_)
+    expected = [
+        scorer(clone(best).fit(X[tr], names[tr]), X[va], names[va])
+        for tr, va in cv.split(X, names)
+    ]
+    assert search.best_score_ == pytest.approx(np.mean(expected), abs=1e-9)
+
+
+def test_weighted_search_picks_the_best_weighted_score(cancer):
+    X, y = cancer
+    X = StandardScaler().fit_transform(X)
+    weights = np.where(y == 0, 5.0, 1.0)
+    search = HypergradSearchCV(
+        LogisticRegression(), {"C": (1e-3, 1e3)}, cv=3, scoring="neg_log_loss"
+    ).fit(X, y, sample_weight=weights)
+    results = search.cv_results_
+    # With weights, the weighted validation loss drives the descent and the
+    # weighted score the choice: both pick the same row.
+    assert search.best_index_ == int(np.argmin(results["mean_cv_loss"]))
+    assert search.best_score_ == pytest.approx(
+        -results["mean_cv_loss"][search.best_index_], rel=1e-4
+    )
+
+
+def test_bad_search_settings_get_clear_errors(diabetes):
+    X, y = diabetes
+    bounds = {"alpha": (1e-3, 1e3)}
+    with pytest.raises(ValueError, match="init names parameters"):
+        HypergradSearchCV(Ridge(), bounds, init={"alpah": 1.0}).fit(X, y)
+    with pytest.raises(ValueError, match="positive number"):
+        HypergradSearchCV(Ridge(), bounds, init={"alpha": -1.0}).fit(X, y)
+    with pytest.raises(ValueError, match="max_iter must be a positive integer"):
+        HypergradSearchCV(Ridge(), bounds, max_iter=0).fit(X, y)
+    with pytest.raises(ValueError, match="multi-metric scoring is not supported"):
+        HypergradSearchCV(Ridge(), bounds, scoring=["r2", "max_error"]).fit(X, y)
+    with pytest.raises(ValueError, match="refit must be True or False"):
+        HypergradSearchCV(Ridge(), bounds, refit="r2").fit(X, y)
+    with pytest.raises(ValueError, match="sample_weight"):
+        HypergradSearchCV(Ridge(), bounds).fit(X, y, sample_weight=np.ones(3))
+    with pytest.raises(ValueError, match="liblinear"):
+        HypergradSearchCV(
+            LogisticRegression(solver="liblinear"), {"C": (1e-2, 1e2)}
+        ).fit(X, y > 140)
