@@ -280,7 +280,9 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             return_state=True,
         )
         start = refit(_as_C(theta0))[2]
-        problems = self._fold_problems(X, y, y_encoded, weights, splits, start)
+        problems = self._fold_problems(
+            X, y, y_encoded, weights, splits, start, sample_weight is not None
+        )
         result = tune(
             problems,
             theta0,
@@ -382,7 +384,8 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             )
         return weights, fit_weights
 
-    def _fold_problems(self, X, y, y_encoded, weights, splits, start):
+    def _fold_problems(self, X, y, y_encoded, weights, splits, start, weighted):
+        """One fold problem per split; ``weighted``: the user gave weights."""
         from ..inner.logistic import LogisticFoldProblem
 
         weights, fit_weights = weights
@@ -409,8 +412,11 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
                 warm_start=start,
             )
             if scorer is not None:
+                # A scorer gets sample_weight only when the user gave weights,
+                # so that a plain scorer(estimator, X, y) works without them.
+                weight_val = weights[test] if weighted else None
                 problem = _ScoredFold(
-                    problem, scorer, X[test], y[test], weights[test], self.classes_
+                    problem, scorer, X[test], y[test], weight_val, self.classes_
                 )
             problems.append(problem)
         return problems
@@ -455,7 +461,11 @@ class _ScoredFold:
         model.coef_, model.intercept_ = self.problem.coefficients(result.state)
         model.classes_ = self.classes
         model.n_features_in_ = self.X_val.shape[1]
-        result.score = float(
-            self.scorer(model, self.X_val, self.y_val, sample_weight=self.weight_val)
-        )
+        if self.weight_val is None:
+            score = self.scorer(model, self.X_val, self.y_val)
+        else:
+            score = self.scorer(
+                model, self.X_val, self.y_val, sample_weight=self.weight_val
+            )
+        result.score = float(score)
         return result

@@ -416,3 +416,17 @@ def test_folds_in_parallel_threads_give_the_sequential_fit():
         parallel = HypergradLogisticCV(n_jobs=2, device="cpu").fit(X, y)
     np.testing.assert_allclose(parallel.C_, sequential.C_, rtol=1e-12)
     np.testing.assert_allclose(parallel.coef_, sequential.coef_, rtol=1e-10)
+
+
+def test_a_scorer_without_sample_weight_works_when_no_weights_are_given():
+    X, y = _data(120, 4, seed=3)
+    cv = StratifiedKFold(3)
+    model = HypergradLogisticCV(
+        cv=cv, scoring=lambda est, X, y: est.score(X, y), device="cpu"
+    ).fit(X, y)
+    # The reported score is the fold accuracy at C_, computed by hand.
+    accuracies = []
+    for train, test in cv.split(X, y):
+        fold = _reference(model.C_).fit(X[train], y[train])
+        accuracies.append(accuracy_score(y[test], fold.predict(X[test])))
+    np.testing.assert_allclose(model.best_score_, np.mean(accuracies))
