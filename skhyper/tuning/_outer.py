@@ -95,6 +95,7 @@ class TuningResult:
     n_inner_failures: int = 0
     n_linsys_failures: int = 0
     n_non_finite: int = 0
+    max_iter_reached: bool = False
 
 
 def _evaluate_folds(problems, theta, states, n_jobs):
@@ -253,6 +254,8 @@ def tune(
         n_inner_failures=counters["inner"],
         n_linsys_failures=counters["linsys"],
         n_non_finite=counters["non_finite"],
+        # L-BFGS-B's status 1: the iteration or evaluation budget ran out.
+        max_iter_reached=int(getattr(result, "status", 0)) == 1,
     )
 
 
@@ -393,6 +396,11 @@ def warn_on_failures(result, *, hyperparameter, bounds, inner_hint, linsys_hint)
         messages.append(
             f"the hypergradient linear system did not reach its tolerance in "
             f"{result.n_linsys_failures} fold solves ({linsys_hint})"
+        )
+    if result.max_iter_reached:
+        messages.append(
+            f"the outer loop used all of its {result.n_iter} iterations (or its "
+            "evaluation budget) before meeting its tolerance; increase max_iter"
         )
     if result.n_non_finite:
         messages.append(

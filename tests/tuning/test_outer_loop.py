@@ -134,3 +134,20 @@ def test_use_score_selects_by_score_not_loss():
     result = tune(problems, [0.0], (-5.0, 5.0), use_score=True)
     scores = result.history["score"]
     assert scores[result.best_index] == max(s for s in scores if s is not None)
+
+
+def test_running_out_of_iterations_is_reported():
+    # A badly scaled quadratic: two iterations cannot reach the minimum.
+    problems = [QuadraticFold([3.0, -2.0], curvature=1.0)]
+    result = tune(problems, [-4.0, 4.0], (-10.0, 10.0), max_iter=1, tol=1e-12)
+    assert result.max_iter_reached
+    with pytest.warns(ConvergenceWarning, match="increase max_iter"):
+        warn_on_failures(
+            result,
+            hyperparameter="alpha",
+            bounds=(1e-3, 1e3),
+            inner_hint="-",
+            linsys_hint="-",
+        )
+    converged = tune(problems, [-4.0, 4.0], (-10.0, 10.0), tol=1e-12)
+    assert not converged.max_iter_reached
