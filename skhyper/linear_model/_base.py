@@ -23,6 +23,7 @@ __all__ = [
     "LinearPredictorMixin",
     "check_bounds",
     "check_choice",
+    "check_device",
     "check_positive",
     "check_sample_weight",
     "cv_results_from_history",
@@ -74,6 +75,21 @@ def check_choice(value, name, options):
     if not isinstance(value, str) or value not in options:
         raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
     return value
+
+
+def check_device(device):
+    """Raise a ``ValueError`` unless ``device`` names a usable torch device.
+
+    ``"auto"`` and ``"cpu"`` pass without importing PyTorch; anything else
+    goes through :func:`skhyper.utils.resolve_device`, which refuses unknown
+    names and a CUDA device on a machine without CUDA.
+    """
+    if isinstance(device, str) and device in ("auto", "cpu"):
+        return device
+    from ..utils import resolve_device
+
+    resolve_device(device)
+    return device
 
 
 def check_bounds(bounds, name):

@@ -19,6 +19,7 @@ from ..tuning import tune, warn_on_failures
 from ._base import (
     check_bounds,
     check_choice,
+    check_device,
     check_positive,
     check_sample_weight,
     cv_results_from_history,
@@ -335,6 +336,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
 
     def _check_params(self):
         check_choice(self.hypergrad, "hypergrad", _HYPERGRAD)
+        check_device(self.device)
         check_choice(self.solver, "solver", _SOLVERS)
         for name in ("inner_tol", "linsys_tol"):
             check_positive(getattr(self, name), name)

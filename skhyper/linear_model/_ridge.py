@@ -16,6 +16,7 @@ from ._base import (
     LinearPredictorMixin,
     check_bounds,
     check_choice,
+    check_device,
     check_positive,
     check_sample_weight,
     cv_results_from_history,
@@ -352,6 +353,7 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
 
     def _check_params(self):
         check_choice(self.hypergrad, "hypergrad", _HYPERGRAD)
+        check_device(self.device)
         for name in ("inner_tol", "linsys_tol"):
             check_positive(getattr(self, name), name)
         check_positive(self.tol, "tol", include_zero=True)

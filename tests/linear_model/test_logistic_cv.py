@@ -430,3 +430,19 @@ def test_a_scorer_without_sample_weight_works_when_no_weights_are_given():
         fold = _reference(model.C_).fit(X[train], y[train])
         accuracies.append(accuracy_score(y[test], fold.predict(X[test])))
     np.testing.assert_allclose(model.best_score_, np.mean(accuracies))
+
+
+@pytest.mark.parametrize(
+    "device, match",
+    [
+        ("bogus", "device must be 'auto', 'cpu' or a torch device string"),
+        ("cuda", "CUDA is not available"),
+    ],
+)
+def test_an_unusable_device_is_a_clear_error(device, match):
+    torch = pytest.importorskip("torch")
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    X, y = _data(40, 3)
+    with pytest.raises(ValueError, match=match):
+        HypergradLogisticCV(device=device).fit(X, y)

@@ -405,3 +405,43 @@ def test_splits_that_leave_rows_out_match_a_manual_loop():
     np.testing.assert_allclose(
         -model.best_score_, _kfold_loss(X, y, model.alpha_, cv), rtol=1e-8
     )
+
+
+def _cuda_available():
+    torch = pytest.importorskip("torch")
+    return torch.cuda.is_available()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"alpha_per_target": True}, {"per_feature": True}],
+    ids=["scalar", "per_target", "per_feature"],
+)
+@pytest.mark.parametrize(
+    "device, match",
+    [
+        ("bogus", "device must be 'auto', 'cpu' or a torch device string"),
+        ("cuda", "CUDA is not available"),
+    ],
+)
+def test_an_unusable_device_is_the_same_clear_error_in_every_mode(
+    params, device, match
+):
+    if device == "cuda" and _cuda_available():
+        pytest.skip("CUDA is available here")
+    X, y = _data(n_targets=2)
+    with pytest.raises(ValueError, match=match):
+        HypergradRidgeCV(device=device, **params).fit(X, y)
+
+
+def test_a_scalar_fit_on_the_cpu_does_not_import_torch():
+    code = (
+        "import sys\n"
+        "from sklearn.datasets import load_diabetes\n"
+        "from skhyper import HypergradRidgeCV\n"
+        "X, y = load_diabetes(return_X_y=True)\n"
+        "for device in ('cpu', 'auto'):\n"
+        "    HypergradRidgeCV(device=device).fit(X, y)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
