@@ -28,6 +28,8 @@ from ._base import (
 __all__ = ["HypergradRidgeCV"]
 
 _HYPERGRAD = ("cg", "fp", "gmres", "exact", "itd", "itd-forward")
+# The largest dense Gram matrix (in float64) a per-feature fold may form.
+_PER_FEATURE_MAX_BYTES = 4 * 2**30
 
 
 class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
@@ -101,8 +103,11 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
     alpha_ : float or ndarray of shape (n_features,) or (n_targets,)
         The best alpha found.
     coef_ : ndarray of shape (n_features,) or (n_targets, n_features)
-        Coefficients of the model refitted on all the data at ``alpha_``,
-        equal to those of ``Ridge(alpha=alpha_)``.
+        Coefficients of the model refitted on all the data at ``alpha_``.
+        For one alpha, or one per target, they equal those of
+        ``Ridge(alpha=alpha_)``; :class:`~sklearn.linear_model.Ridge` takes
+        no per-feature alpha, so with ``per_feature=True`` they are the ridge
+        solution with penalty ``Σ_j alpha_[j] ||W_j||²`` instead.
     intercept_ : float or ndarray of shape (n_targets,)
         Intercept of the refitted model (0 when ``fit_intercept=False``).
     best_score_ : float
@@ -144,8 +149,15 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
     evaluation solves ``(G + diag λ) W = C`` by Cholesky and the engine
     solves the implicit-differentiation system
     ``(G + diag λ) v = ∇_W E`` (AID-CG by default), then
-    ``∂E/∂λ_j = -W_j · v_j``. Sparse ``X`` is never densified; the memory
-    is ``O(min(n, d)²)`` per fold.
+    ``∂E/∂λ_j = -W_j · v_j``.
+
+    Memory: for one alpha (or one per target) each fold holds a
+    ``min(n, d) × min(n, d)`` factorisation, and sparse ``X`` is never
+    densified. For one alpha per feature each fold holds the dense
+    ``d × d`` Gram matrix ``G`` (``8 d²`` bytes, plus its Cholesky factor
+    during a solve), whatever ``n`` and even for sparse ``X``, and all folds
+    hold theirs at once. ``fit`` refuses ``per_feature=True`` when ``8 d²``
+    bytes would exceed 4 GiB (``d`` above 23170).
 
     References
     ----------
@@ -238,6 +250,8 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         y = np.asarray(y, dtype=X.dtype)
         weights = check_sample_weight(sample_weight, X.shape[0], X.dtype)
         mode = self._mode(y)
+        if mode == "per_feature":
+            _check_gram_memory(X.shape[1])
         low, high = check_bounds(self.alpha_bounds, "alpha_bounds")
         n_alphas = {"scalar": 1, "per_feature": X.shape[1]}.get(mode, y.shape[-1])
         theta0 = initial_log_values(self.alpha, n_alphas, "alpha")
@@ -381,6 +395,18 @@ class _Folds:
     splits: list
     moments: list
     full: object
+
+
+def _check_gram_memory(n_features):
+    """Refuse a per-feature fit whose dense Gram matrix per fold is too big."""
+    n_bytes = 8 * n_features**2
+    if n_bytes > _PER_FEATURE_MAX_BYTES:
+        raise ValueError(
+            f"per_feature=True needs a dense {n_features} x {n_features} Gram "
+            f"matrix per fold ({n_bytes:,} bytes each, over the limit of "
+            f"{_PER_FEATURE_MAX_BYTES:,} bytes = 4 GiB); reduce the "
+            "number of features or use a single alpha (per_feature=False)"
+        )
 
 
 def _shown_alpha(mode):

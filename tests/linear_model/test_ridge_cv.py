@@ -1,6 +1,7 @@
 """HypergradRidgeCV against scikit-learn: Ridge, GridSearchCV, KFold loops."""
 
 import pickle
+import re
 import subprocess
 import sys
 import warnings
@@ -445,3 +446,25 @@ def test_a_scalar_fit_on_the_cpu_does_not_import_torch():
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_per_feature_refuses_a_gram_matrix_over_4_gib_before_allocating():
+    import tracemalloc
+
+    n_features = 23171  # 8 d² bytes just over 4 GiB; 23170 is just under
+    assert 8 * n_features**2 > 4 * 2**30 > 8 * (n_features - 1) ** 2
+    X = sp.random(40, n_features, density=1e-3, format="csr", random_state=0)
+    y = np.arange(40.0)
+    tracemalloc.start()
+    try:
+        expected = f"dense 23171 x 23171 Gram matrix per fold ({8 * 23171**2:,} bytes"
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            HypergradRidgeCV(per_feature=True).fit(X, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20
+    # A single alpha on the same data has no such limit.
+    model = HypergradRidgeCV(max_iter=3).fit(X, y)
+    reference = Ridge(alpha=model.alpha_, solver="cholesky").fit(X.toarray(), y)
+    np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-6, atol=1e-9)
