@@ -137,8 +137,8 @@ def cv_splits(cv, X, y, *, classifier=False, random_state=None):
         cv = splitter(int(cv), shuffle=True, random_state=random_state)
     splitter = check_cv(cv, y, classifier=classifier)
     splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(X, y)]
-    if len(splits) < 2:
-        raise ValueError(f"cv must give at least 2 folds, got {len(splits)}")
+    if not splits:
+        raise ValueError("cv must give at least one split, got none")
     return splits
 
 

@@ -16,7 +16,7 @@ from sklearn.datasets import (
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.metrics import accuracy_score, log_loss
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedKFold, StratifiedShuffleSplit
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -446,3 +446,13 @@ def test_an_unusable_device_is_a_clear_error(device, match):
     X, y = _data(40, 3)
     with pytest.raises(ValueError, match=match):
         HypergradLogisticCV(device=device).fit(X, y)
+
+
+def test_a_single_split_is_accepted_like_grid_search_cv():
+    X, y = _data(120, 4, seed=5)
+    cv = StratifiedShuffleSplit(1, test_size=0.25, random_state=0)
+    model = HypergradLogisticCV(cv=cv, device="cpu").fit(X, y)
+    # The tuned loss is the brute-force validation log loss at C_.
+    np.testing.assert_allclose(
+        -model.best_score_, _cv_log_loss(X, y, model.C_, cv), rtol=1e-5
+    )

@@ -13,7 +13,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_diabetes, make_regression
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import Ridge
-from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+from sklearn.model_selection import GridSearchCV, KFold, ShuffleSplit, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -468,3 +468,31 @@ def test_per_feature_refuses_a_gram_matrix_over_4_gib_before_allocating():
     model = HypergradRidgeCV(max_iter=3).fit(X, y)
     reference = Ridge(alpha=model.alpha_, solver="cholesky").fit(X.toarray(), y)
     np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "cv",
+    [
+        ShuffleSplit(1, test_size=0.25, random_state=0),
+        [(np.arange(20, 80), np.arange(20))],  # one split that covers the rows
+    ],
+    ids=["shuffle_split", "partition"],
+)
+def test_a_single_split_is_accepted_like_grid_search_cv(cv):
+    X, y = _data()
+    model = HypergradRidgeCV(cv=cv).fit(X, y)
+    splits = list(cv.split(X)) if hasattr(cv, "split") else cv
+    assert len(splits) == 1
+    # The tuned loss is the brute-force validation MSE of Ridge at alpha_,
+    # and no alpha of a fine grid does better (GridSearchCV with one split).
+    ((train, test),) = splits
+    fold = Ridge(alpha=model.alpha_).fit(X[train], y[train])
+    loss = np.mean((fold.predict(X[test]) - y[test]) ** 2)
+    np.testing.assert_allclose(-model.best_score_, loss, rtol=1e-8)
+    grid = GridSearchCV(
+        Ridge(),
+        {"alpha": np.logspace(-6, 6, 121)},
+        cv=[(train, test)],
+        scoring="neg_mean_squared_error",
+    ).fit(X, y)
+    assert -model.best_score_ <= -grid.best_score_ * (1 + 1e-8)
