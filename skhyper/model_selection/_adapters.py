@@ -37,6 +37,17 @@ class _Adapter:
     def make_problem(self, estimator, fold, tuned, fixed, settings):
         raise NotImplementedError
 
+    @staticmethod
+    def _fold_arguments(fold, settings):
+        """The data and the keywords that every fold problem takes."""
+        data = (fold["X_train"], fold["y_train"], fold["X_val"], fold["y_val"])
+        keywords = {
+            "sample_weight_train": fold["sw_train"],
+            "sample_weight_val": fold["sw_val"],
+            **settings,
+        }
+        return data, keywords
+
     def fitted(self, estimator, problem, state, values, fold):
         raise NotImplementedError
 
@@ -54,19 +65,9 @@ class _RidgeAdapter(_Adapter):
     def make_problem(self, estimator, fold, tuned, fixed, settings):
         from ..inner.ridge import RidgeFoldProblem
 
+        data, keywords = self._fold_arguments(fold, settings)
         return RidgeFoldProblem(
-            fold["X_train"],
-            fold["y_train"],
-            fold["X_val"],
-            fold["y_val"],
-            sample_weight_train=fold["sw_train"],
-            sample_weight_val=fold["sw_val"],
-            fit_intercept=estimator.fit_intercept,
-            mode="scalar",
-            hypergrad=settings["hypergrad"],
-            linsys_tol=settings["linsys_tol"],
-            linsys_max_iter=settings["linsys_max_iter"],
-            device=settings["device"],
+            *data, fit_intercept=estimator.fit_intercept, mode="scalar", **keywords
         )
 
     def fitted(self, estimator, problem, state, values, fold):
@@ -113,23 +114,13 @@ class _LogisticAdapter(_Adapter):
                 f"class {fold['classes'][missing[0]].tolist()!r}; use a stratified "
                 "splitter or fewer folds"
             )
-        sw = fold["sw_train"]
+        data, keywords = self._fold_arguments(fold, settings)
         if estimator.class_weight is not None:
             balance = compute_sample_weight(estimator.class_weight, fold["y_train"])
-            sw = balance if sw is None else sw * balance
+            sw = keywords["sample_weight_train"]
+            keywords["sample_weight_train"] = balance if sw is None else sw * balance
         return LogisticFoldProblem(
-            fold["X_train"],
-            fold["y_train"],
-            fold["X_val"],
-            fold["y_val"],
-            n_classes,
-            sample_weight_train=sw,
-            sample_weight_val=fold["sw_val"],
-            fit_intercept=estimator.fit_intercept,
-            hypergrad=settings["hypergrad"],
-            linsys_tol=settings["linsys_tol"],
-            linsys_max_iter=settings["linsys_max_iter"],
-            device=settings["device"],
+            *data, n_classes, fit_intercept=estimator.fit_intercept, **keywords
         )
 
     def fitted(self, estimator, problem, state, values, fold):
@@ -167,20 +158,9 @@ class _KernelRidgeAdapter(_Adapter):
     def make_problem(self, estimator, fold, tuned, fixed, settings):
         from ..inner.kernel_ridge import KernelRidgeFoldProblem
 
+        data, keywords = self._fold_arguments(fold, settings)
         return KernelRidgeFoldProblem(
-            fold["X_train"],
-            fold["y_train"],
-            fold["X_val"],
-            fold["y_val"],
-            kernel=estimator.kernel,
-            tuned=tuned,
-            fixed=fixed,
-            sample_weight_train=fold["sw_train"],
-            sample_weight_val=fold["sw_val"],
-            hypergrad=settings["hypergrad"],
-            linsys_tol=settings["linsys_tol"],
-            linsys_max_iter=settings["linsys_max_iter"],
-            device=settings["device"],
+            *data, kernel=estimator.kernel, tuned=tuned, fixed=fixed, **keywords
         )
 
     def fitted(self, estimator, problem, state, values, fold):
