@@ -17,12 +17,15 @@ backend, processes and remote workers included.
 
 import logging
 import math
+import multiprocessing
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 from joblib import Parallel, delayed
+from joblib.parallel import get_active_backend
 from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 
@@ -96,6 +99,27 @@ class TuningResult:
     n_linsys_failures: int = 0
     n_non_finite: int = 0
     max_iter_reached: bool = False
+
+
+def check_parallel_backend(n_jobs):
+    """Refuse joblib's fork-based backend once PyTorch is loaded.
+
+    PyTorch's thread pools do not survive ``fork``: workers forked from a
+    process where PyTorch has run can wait forever on a lock. ``loky`` (the
+    default) and ``threading`` are safe.
+    """
+    if n_jobs in (None, 1) or "torch" not in sys.modules:
+        return
+    backend, _ = get_active_backend()
+    # The first of the supported start methods is the platform's default.
+    method = multiprocessing.get_start_method(allow_none=True)
+    forks = (method or multiprocessing.get_all_start_methods()[0]) == "fork"
+    if type(backend).__name__ == "MultiprocessingBackend" and forks:
+        raise ValueError(
+            "joblib's 'multiprocessing' backend forks the process, and workers "
+            "forked after PyTorch has run can hang; use the default 'loky' "
+            "backend or 'threading' for n_jobs > 1"
+        )
 
 
 def _evaluate_folds(problems, theta, states, n_jobs):
@@ -175,6 +199,7 @@ def tune(
     unit of ``log λ`` whatever the scale of the loss (the history keeps the
     unscaled values).
     """
+    check_parallel_backend(n_jobs)
     theta0 = np.asarray(theta0, dtype=np.float64).ravel()
     lower = np.broadcast_to(np.asarray(bounds[0], dtype=np.float64), theta0.shape)
     upper = np.broadcast_to(np.asarray(bounds[1], dtype=np.float64), theta0.shape)

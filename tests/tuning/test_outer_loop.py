@@ -1,5 +1,6 @@
 """The outer loop on synthetic fold problems whose optimum is known."""
 
+import multiprocessing
 import warnings
 
 import numpy as np
@@ -151,3 +152,17 @@ def test_running_out_of_iterations_is_reported():
         )
     converged = tune(problems, [-4.0, 4.0], (-10.0, 10.0), tol=1e-12)
     assert not converged.max_iter_reached
+
+
+def test_fork_backend_is_refused_once_torch_is_loaded():
+    # conftest imports torch, so the fork-based backend would risk a hang.
+    method = multiprocessing.get_start_method(allow_none=True)
+    if (method or multiprocessing.get_all_start_methods()[0]) != "fork":
+        pytest.skip("the multiprocessing backend does not fork on this platform")
+    problems = [QuadraticFold([1.0]), QuadraticFold([2.0])]
+    with parallel_config(backend="multiprocessing"):
+        with pytest.raises(ValueError, match="'loky' backend or 'threading'"):
+            tune(problems, [0.0], (-5.0, 5.0), n_jobs=2)
+    # Sequential runs do not fork: allowed under any backend.
+    with parallel_config(backend="multiprocessing"):
+        tune(problems, [0.0], (-5.0, 5.0), n_jobs=1)
