@@ -101,7 +101,7 @@ class TuningResult:
     max_iter_reached: bool = False
 
 
-def check_parallel_backend(n_jobs):
+def _check_parallel_backend(n_jobs):
     """Refuse joblib's fork-based backend once PyTorch is loaded.
 
     PyTorch's thread pools do not survive ``fork``: workers forked from a
@@ -199,7 +199,7 @@ def tune(
     unit of ``log λ`` whatever the scale of the loss (the history keeps the
     unscaled values).
     """
-    check_parallel_backend(n_jobs)
+    _check_parallel_backend(n_jobs)
     theta0 = np.asarray(theta0, dtype=np.float64).ravel()
     lower = np.broadcast_to(np.asarray(bounds[0], dtype=np.float64), theta0.shape)
     upper = np.broadcast_to(np.asarray(bounds[1], dtype=np.float64), theta0.shape)
