@@ -44,6 +44,17 @@ def pairwise_distances_for(kernel, A, B):
 
     ``"rbf"``: squared Euclidean distances; ``"laplacian"``: Manhattan
     distances; ``"linear"``: the inner products ``A Bᵀ``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhyper.inner.kernel_ridge import pairwise_distances_for
+    >>> A = torch.tensor([[0.0, 0.0], [1.0, 2.0]])
+    >>> pairwise_distances_for("rbf", A, A)
+    tensor([[0., 5.],
+            [5., 0.]])
+    >>> pairwise_distances_for("laplacian", A, A)[0, 1].item()
+    3.0
     """
     if kernel == "linear":
         return A @ B.T
@@ -84,6 +95,20 @@ class KernelRidgeFoldProblem:
     -----
     The validation loss is the (weighted) mean squared error over validation
     samples and outputs, the loss that ``neg_mean_squared_error`` reports.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.kernel_ridge import KernelRidge
+    >>> from skhyper.inner.kernel_ridge import KernelRidgeFoldProblem
+    >>> rng = np.random.RandomState(0)
+    >>> X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    >>> fold = KernelRidgeFoldProblem(X[:30], y[:30], X[30:], y[30:], kernel="rbf")
+    >>> result = fold.evaluate(np.log([0.5, 0.2]), fold.initial_state())
+    >>> model = KernelRidge(alpha=0.5, kernel="rbf", gamma=0.2).fit(X[:30], y[:30])
+    >>> mse = np.mean((model.predict(X[30:]) - y[30:]) ** 2)
+    >>> bool(np.isclose(result.loss, mse)), result.grad.shape
+    (True, (2,))
     """
 
     def __init__(

@@ -19,6 +19,12 @@ def resolve_device(device="auto"):
     Returns
     -------
     torch.device
+
+    Examples
+    --------
+    >>> from skhyper.utils import resolve_device
+    >>> resolve_device("cpu")
+    device(type='cpu')
     """
     if isinstance(device, torch.device):
         return device
@@ -39,7 +45,17 @@ def resolve_device(device="auto"):
 
 
 def torch_dtype_for(array):
-    """float32 inputs compute in float32; everything else in float64."""
+    """The torch dtype to compute in for an input array.
+
+    float32 inputs compute in float32; everything else in float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skhyper.utils import torch_dtype_for
+    >>> torch_dtype_for(np.ones(2, dtype=np.float32)), torch_dtype_for([1, 2])
+    (torch.float32, torch.float64)
+    """
     if getattr(array, "dtype", None) == np.float32:
         return torch.float32
     return torch.float64
@@ -49,6 +65,15 @@ def as_tensor(array, dtype, device):
     """Copy a numpy array or scipy sparse matrix to a torch tensor.
 
     Sparse input becomes a sparse CSR tensor, so it is never densified.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp, torch
+    >>> from skhyper.utils import as_tensor
+    >>> as_tensor(np.eye(2), torch.float64, "cpu").sum().item()
+    2.0
+    >>> as_tensor(sp.eye(3, format="csr"), torch.float64, "cpu").layout
+    torch.sparse_csr
     """
     if sp.issparse(array):
         csr = sp.csr_matrix(array)
@@ -62,5 +87,13 @@ def as_tensor(array, dtype, device):
 
 
 def to_numpy(tensor):
-    """Return a numpy copy of a tensor, on the CPU, without its graph."""
+    """Return a numpy copy of a tensor, on the CPU, without its graph.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skhyper.utils import to_numpy
+    >>> to_numpy(torch.ones(2, requires_grad=True) * 3)
+    array([3., 3.], dtype=float32)
+    """
     return tensor.detach().cpu().numpy()
