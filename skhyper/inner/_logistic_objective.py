@@ -128,8 +128,20 @@ class LogisticObjective:
 
         Formed in chunks of samples so that its memory stays bounded.
         """
-        H = self._data_hessian(self.decision(W) if Z is None else Z)
-        diagonal = torch.zeros_like(W)
+        return self.add_penalty_hessian(self.data_hessian(W, Z), theta)
+
+    def data_hessian(self, W, Z=None):
+        """The Hessian of the data terms alone (no penalty), flattened as in
+        :meth:`hessian`."""
+        return self._data_hessian(self.decision(W) if Z is None else Z)
+
+    def add_penalty_hessian(self, H, theta):
+        """``H`` plus the Hessian of the penalty and symmetry terms at ``theta``,
+        as a new matrix."""
+        H = H.clone()
+        diagonal = torch.zeros(
+            self.n_outputs, self.n_columns, dtype=self.dtype, device=self.device
+        )
         diagonal[:, : self.n_features] = self.penalty_scale(theta)
         H.diagonal().add_(diagonal.reshape(-1))
         if self.symmetry_weight:

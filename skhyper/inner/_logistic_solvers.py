@@ -51,6 +51,9 @@ class InnerSolution:
     gradient : torch.Tensor or None
         The training gradient ``∇_Wℓ`` at ``W``, what remains of the
         optimality condition.
+    data_hessian : torch.Tensor or None
+        The Hessian of the data terms behind ``factor``, when this solve
+        formed it: a reference that other penalties can reuse.
     """
 
     W: torch.Tensor
@@ -60,6 +63,7 @@ class InnerSolution:
     stale: bool = False
     decision: object = None
     gradient: object = None
+    data_hessian: object = None
 
 
 def _check_finite(value, grad):
@@ -247,16 +251,18 @@ def newton_cg_solve(objective, theta, W0, factor, *, tol, max_iter, stale=False)
     Z = objective.decision(W)
     limit = refresh_limit(objective)
     stale = stale or factor is None
+    data_hessian = None
     for n_iter in range(max_iter + 1):
         value, grad, Z = objective.value_and_gradient(W, theta, Z)
         _check_finite(value, grad)
         size = float(grad.abs().max())
         if size <= tol:
-            return InnerSolution(W, n_iter, True, factor, stale, Z, grad)
+            return InnerSolution(W, n_iter, True, factor, stale, Z, grad, data_hessian)
         if n_iter == max_iter:
             break
         if stale:
-            factor = cholesky_factor(objective.hessian(W, theta, Z))
+            data_hessian = objective.data_hessian(W, Z)
+            factor = cholesky_factor(objective.add_penalty_hessian(data_hessian, theta))
         direction, decision, n_products = _newton_direction(
             objective.hessian_product(W, theta, Z),
             grad,
@@ -271,7 +277,7 @@ def newton_cg_solve(objective, theta, W0, factor, *, tol, max_iter, stale=False)
         if W_next is None:
             break
         W, Z = W_next, Z_next
-    return InnerSolution(W, n_iter, False, factor, stale, Z, grad)
+    return InnerSolution(W, n_iter, False, factor, stale, Z, grad, data_hessian)
 
 
 def lbfgs_solve(objective, theta, W0, *, tol, max_iter, history_size=20):

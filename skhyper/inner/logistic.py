@@ -386,7 +386,8 @@ def fit_logistic(
     return_state : bool, default=False
         Also return the solver's state, a warm start for fold problems (their
         ``warm_start``) or for another fit, with ``state["converged"]``
-        telling whether the solver met ``tol``.
+        telling whether the solver met ``tol`` and ``state["data_hessian"]``
+        the Hessian of the data terms it formed (``None`` if it formed none).
 
     Returns
     -------
@@ -435,6 +436,7 @@ def fit_logistic(
         return coef, intercept
     state = _state(solution, None)
     state["converged"] = solution.converged
+    state["data_hessian"] = solution.data_hessian
     return coef, intercept, state
 
 

@@ -102,7 +102,10 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
     device : str, default="auto"
         Torch device of the computations (``"auto"``: CUDA when available).
     n_jobs : int, default=None
-        Folds evaluated in parallel through joblib.
+        Folds evaluated in parallel through joblib when they are solved one
+        at a time (``hypergrad`` other than ``"cg"``, or L-BFGS). With Newton
+        and conjugate gradient, the default, all folds are solved together
+        in one process and PyTorch's threads do the parallel work.
     verbose : int, default=0
         ``verbose >= 1`` prints one line per evaluation of the CV loss.
     random_state : int, RandomState instance or None, default=None
@@ -294,10 +297,16 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             verbose=self.verbose,
             use_score=self.scoring is not None,
             names="C",
+            method="l-bfgs-b" if self.per_feature else "scalar",
         )
+        warm_start = _mean_state(result.states)
+        if hasattr(problems, "refit_factor"):
+            warm_start["factor"] = problems.refit_factor(
+                result.theta, fit_weights.sum()
+            )
         coef, intercept, state = refit(
             _as_C(result.theta),
-            warm_start=_mean_state(result.states),
+            warm_start=warm_start,
             tol=min(self.inner_tol, REFIT_TOL),
         )
         result.n_inner_failures += (not start["converged"]) + (not state["converged"])
@@ -387,11 +396,39 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         return weights, fit_weights
 
     def _fold_problems(self, X, y, y_encoded, weights, splits, start, weighted):
-        """One fold problem per split; ``weighted``: the user gave weights."""
-        from ..inner.logistic import LogisticFoldProblem
+        """The folds: one problem per split, or all of them in lockstep.
 
+        ``weighted``: the user gave weights.
+        """
         weights, fit_weights = weights
         scorer = None if self.scoring is None else check_scoring(self, self.scoring)
+        if self._lockstep(X):
+            from ..inner.logistic_folds import LogisticFolds
+
+            folds = LogisticFolds(
+                X,
+                y_encoded,
+                len(self.classes_),
+                splits,
+                fit_weight=fit_weights,
+                val_weight=weights,
+                fit_intercept=self.fit_intercept,
+                per_feature=self.per_feature,
+                inner_tol=self.inner_tol,
+                inner_max_iter=self.inner_max_iter,
+                linsys_tol=self.linsys_tol,
+                linsys_max_iter=self.linsys_max_iter,
+                device=self.device,
+                warm_start=start,
+            )
+            if scorer is None:
+                return folds
+            weight_val = weights if weighted else None
+            return _ScoredFoldSet(
+                folds, scorer, X, y, splits, weight_val, self.classes_
+            )
+        from ..inner.logistic import LogisticFoldProblem
+
         problems = []
         for train, test in splits:
             problem = LogisticFoldProblem(
@@ -423,6 +460,18 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             problems.append(problem)
         return problems
 
+    def _lockstep(self, X):
+        """Whether the folds are solved together (:class:`LogisticFolds`):
+        conjugate-gradient hypergradients after Newton solves."""
+        from ..inner.logistic import NEWTON_MAX_WEIGHTS
+
+        n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
+        n_weights = n_outputs * (X.shape[1] + int(self.fit_intercept))
+        newton = self.solver == "newton" or (
+            self.solver == "auto" and n_weights <= NEWTON_MAX_WEIGHTS
+        )
+        return newton and self.hypergrad == "cg"
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
@@ -443,6 +492,43 @@ def _mean_state(states):
     }
 
 
+def _score(scorer, coefficients, classes, X_val, y_val, weight_val):
+    """Score the fold model with ``(coef, intercept) = coefficients``."""
+    model = LogisticRegression()
+    model.coef_, model.intercept_ = coefficients
+    model.classes_ = classes
+    model.n_features_in_ = X_val.shape[1]
+    if weight_val is None:
+        return float(scorer(model, X_val, y_val))
+    return float(scorer(model, X_val, y_val, sample_weight=weight_val))
+
+
+class _ScoredFoldSet:
+    """A fold set whose evaluations also carry scikit-learn scores."""
+
+    def __init__(self, folds, scorer, X, y, splits, weight_val, classes):
+        self.folds = folds
+        self.scorer = scorer
+        self.parts = [
+            (X[test], y[test], None if weight_val is None else weight_val[test])
+            for _, test in splits
+        ]
+        self.classes = classes
+
+    def initial_states(self):
+        return self.folds.initial_states()
+
+    def refit_factor(self, theta, weight_sum):
+        return self.folds.refit_factor(theta, weight_sum)
+
+    def evaluate_all(self, theta, states):
+        results = self.folds.evaluate_all(theta, states)
+        for result, part in zip(results, self.parts):
+            coefficients = self.folds.coefficients(result.state)
+            result.score = _score(self.scorer, coefficients, self.classes, *part)
+        return results
+
+
 class _ScoredFold:
     """A fold problem whose evaluations also carry a scikit-learn score."""
 
@@ -459,15 +545,12 @@ class _ScoredFold:
 
     def evaluate(self, theta, state):
         result = self.problem.evaluate(theta, state)
-        model = LogisticRegression()
-        model.coef_, model.intercept_ = self.problem.coefficients(result.state)
-        model.classes_ = self.classes
-        model.n_features_in_ = self.X_val.shape[1]
-        if self.weight_val is None:
-            score = self.scorer(model, self.X_val, self.y_val)
-        else:
-            score = self.scorer(
-                model, self.X_val, self.y_val, sample_weight=self.weight_val
-            )
-        result.score = float(score)
+        result.score = _score(
+            self.scorer,
+            self.problem.coefficients(result.state),
+            self.classes,
+            self.X_val,
+            self.y_val,
+            self.weight_val,
+        )
         return result

@@ -11,6 +11,10 @@ object with two methods:
   at several points in one call (the scan of :func:`tune` uses it), each
   result's state following from the previous one.
 
+Folds that are cheaper to solve together come instead as one *fold set*, an
+object with ``initial_states() -> list`` (one state per fold) and
+``evaluate_all(theta, states) -> list of FoldResult`` (one result per fold).
+
 States travel by value (returned, not mutated), so folds can run on any joblib
 backend, processes and remote workers included.
 """
@@ -22,6 +26,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -30,6 +35,7 @@ from scipy.optimize import minimize
 from sklearn.exceptions import ConvergenceWarning
 
 from ..exceptions import NonFiniteError
+from ._line import minimise_scalar
 
 logger = logging.getLogger(__name__)
 
@@ -161,13 +167,14 @@ def tune(
     use_score=False,
     names=None,
     scan=0,
+    method="l-bfgs-b",
 ):
     """Minimise the mean CV loss over ``theta = log λ`` inside bounds.
 
     Parameters
     ----------
-    problems : list of fold problems
-        See the module docstring for the protocol.
+    problems : list of fold problems, or a fold set
+        See the module docstring for the protocols.
     theta0 : array-like of shape (n_hyperparameters,)
         Starting point, in log space.
     bounds : tuple of arrays (lower, upper)
@@ -178,7 +185,8 @@ def tune(
         Stop when the relative decrease of the loss, or the largest projected
         gradient component, falls below ``tol``.
     n_jobs : int, default=None
-        Folds evaluated in parallel through joblib (any active backend).
+        Folds evaluated in parallel through joblib (any active backend); a
+        fold set evaluates its folds itself.
     verbose : int, default=0
         ``verbose >= 1`` prints one line per evaluation.
     use_score : bool, default=False
@@ -193,6 +201,13 @@ def tune(
         of its interval) and start from the best of them and ``theta0``. Worth
         it when evaluations are cheap, for example when one factorisation per
         fold serves every point.
+    method : {"l-bfgs-b", "scalar"}, default="l-bfgs-b"
+        The optimiser. ``"scalar"``, for one hyperparameter only, is a
+        bracketing search with cubic interpolation (see Notes), which needs
+        fewer evaluations and keeps successive points close, so that warm
+        starts stay good; ``tol`` is then the relative decrease of the loss
+        still predicted by the derivatives, and ``max_iter`` counts
+        evaluations.
 
     Returns
     -------
@@ -209,6 +224,12 @@ def tune(
     largest gradient component at the start, which makes that first step one
     unit of ``log λ`` whatever the scale of the loss (the history keeps the
     unscaled values).
+
+    The ``"scalar"`` search steps downhill from ``theta0`` (first one unit of
+    ``log λ``, then about one and a half times the distance at which the
+    secant through the last two derivatives vanishes) until the derivative
+    changes sign or the loss rises, then shrinks that bracket by cubic
+    interpolation of the values and derivatives at its ends.
 
     Examples
     --------
@@ -234,7 +255,11 @@ def tune(
     lower = np.broadcast_to(np.asarray(bounds[0], dtype=np.float64), theta0.shape)
     upper = np.broadcast_to(np.asarray(bounds[1], dtype=np.float64), theta0.shape)
     theta0 = np.clip(theta0, lower, upper)
-    states = [p.initial_state() for p in problems]
+    fold_set = hasattr(problems, "evaluate_all")
+    if fold_set:
+        states = problems.initial_states()
+    else:
+        states = [p.initial_state() for p in problems]
     history = {
         "theta": [],
         "loss": [],
@@ -252,7 +277,9 @@ def tune(
         nonlocal states
         theta = np.clip(theta, lower, upper)
         try:
-            if results is None:
+            if results is None and fold_set:
+                results = problems.evaluate_all(theta, states)
+            elif results is None:
                 results = _evaluate_folds(problems, theta, states, n_jobs)
             losses = np.array([r.loss for r in results], dtype=np.float64)
             grads = np.array([r.grad for r in results], dtype=np.float64)
@@ -278,7 +305,7 @@ def tune(
     def batch(candidates):
         # Fold results at every candidate, by the folds' optional evaluate_many;
         # None when a fold lacks it or a value is not finite (then one by one).
-        if not all(hasattr(p, "evaluate_many") for p in problems):
+        if fold_set or not all(hasattr(p, "evaluate_many") for p in problems):
             return None
         try:
             per_fold = _evaluate_folds_many(problems, candidates, states, n_jobs)
@@ -286,9 +313,23 @@ def tune(
             return None
         return [list(results) for results in zip(*per_fold)]
 
-    result = _lbfgsb(
-        objective, batch, theta0, lower, upper, scan=scan, max_iter=max_iter, tol=tol
-    )
+    if method == "scalar":
+        result = _scalar(
+            objective, history, theta0, lower, upper, max_iter=max_iter, tol=tol
+        )
+    elif method == "l-bfgs-b":
+        result = _lbfgsb(
+            objective,
+            batch,
+            theta0,
+            lower,
+            upper,
+            scan=scan,
+            max_iter=max_iter,
+            tol=tol,
+        )
+    else:
+        raise ValueError(f"method must be 'l-bfgs-b' or 'scalar', got {method!r}")
     best_index = _best_index(history, use_score)
     if best_index is None:
         raise NonFiniteError(
@@ -356,6 +397,29 @@ def _lbfgsb(objective, batch, theta0, lower, upper, *, scan, max_iter, tol):
             "gtol": tol,
         },
     )
+
+
+def _scalar(objective, history, theta0, lower, upper, *, max_iter, tol):
+    """The ``"scalar"`` search; returns an object with ``nit`` and ``status``
+    as L-BFGS-B's result has them."""
+    if theta0.size != 1:
+        raise ValueError(f"method='scalar' tunes one hyperparameter, got {theta0.size}")
+
+    def evaluate(theta):
+        loss, grad = objective(np.array([theta]))
+        # A non-finite evaluation is recorded as NaN (the objective returns a
+        # penalty for it).
+        return loss, float(grad[0]), math.isfinite(history["loss"][-1])
+
+    search = minimise_scalar(
+        evaluate,
+        float(theta0[0]),
+        float(lower[0]),
+        float(upper[0]),
+        max_evals=max_iter,
+        tol=tol,
+    )
+    return SimpleNamespace(nit=search.n_evals - 1, status=int(not search.converged))
 
 
 def _objective_scale(grad):

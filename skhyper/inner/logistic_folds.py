@@ -1,0 +1,333 @@
+"""All the folds of logistic-regression cross-validation, solved in lockstep.
+
+:class:`~skhyper.inner.logistic.LogisticFoldProblem` solves one fold at a
+time; :class:`LogisticFolds` solves every fold together on one copy of ``X``
+(see :mod:`skhyper.inner._logistic_lockstep`), which shares each pass over the
+data between the folds and one Hessian preconditioner between them all.
+"""
+
+import numpy as np
+import torch
+
+from ..tuning import FoldResult
+from ..utils import resolve_device, to_numpy
+from ._lockstep_solvers import batched_cg, lockstep_newton
+from ._logistic_lockstep import LockstepObjective
+from ._logistic_solvers import cholesky_factor
+from .logistic import _as_theta, _predicted, _split
+
+__all__ = ["LogisticFolds"]
+
+# Float32 Hessian-vector products are accurate to about 1e-6 relative: they
+# serve the hypergradient's linear systems down to this tolerance.
+LOW_PRECISION_TOL = 1e-5
+
+
+class LogisticFolds:
+    """Every cross-validation fold of L2-penalised logistic regression.
+
+    Implements the fold-set protocol of :func:`skhyper.tuning.tune`
+    (``initial_states`` and ``evaluate_all``) with ``θ = log C``: each
+    evaluation solves every fold's training problem from its previous
+    solution, by Newton's method with shared passes over ``X``, and returns
+    each fold's validation log loss and its gradient with respect to ``θ``.
+    The objectives, the hypergradient and the first-order correction of the
+    loss are those of :class:`~skhyper.inner.logistic.LogisticFoldProblem`
+    with ``hypergrad="cg"``.
+
+    Parameters
+    ----------
+    X : {ndarray, sparse matrix} of shape (n_samples, n_features)
+        All the data.
+    y_encoded : ndarray of shape (n_samples,)
+        Class indices in ``0 .. n_classes - 1``.
+    n_classes : int
+        Number of classes; two gives one weight vector, more the softmax.
+    splits : list of (train, test) index arrays
+        The folds.
+    fit_weight : ndarray of shape (n_samples,), default=None
+        Weights of the training losses (class weights folded in).
+    val_weight : ndarray of shape (n_samples,), default=None
+        Weights of the validation losses.
+    fit_intercept : bool, default=True
+        Fit an unpenalised intercept.
+    per_feature : bool, default=False
+        One C per feature instead of one in all.
+    inner_tol : float, default=1e-8
+        Gradient tolerance (largest entry) of each fold's mean-scaled loss.
+    inner_max_iter : int, default=500
+        Newton iterations at most per evaluation.
+    linsys_tol : float, default=1e-8
+        Relative residual tolerance of the hypergradient's linear systems.
+    linsys_max_iter : int, default=200
+        Conjugate-gradient iterations at most of those systems.
+    device : str, default="auto"
+        Torch device, see :func:`skhyper.utils.resolve_device`.
+    warm_start : dict, default=None
+        The state :func:`~skhyper.inner.logistic.fit_logistic` returns on all
+        the data: its weights start every fold and its ``data_hessian``
+        becomes the first preconditioner.
+
+    Notes
+    -----
+    Newton's directions and the linear systems ``H_f v_f = ∇E_f`` are solved
+    by conjugate gradient preconditioned by one Cholesky factor for all the
+    folds: of ``H̄ + diag(μ̄)``, with ``H̄`` the mean of the folds' data
+    Hessians at some earlier point and ``μ̄`` their mean penalty at the
+    current ``θ``, so that a new C costs a factorisation, not a Hessian. The
+    mean Hessian costs as much as one fold's, since each of its blocks is
+    ``X̃ᵀ diag(c) X̃`` with ``c`` averaged over the folds; it is formed again
+    only when conjugate gradient has become slow.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.model_selection import StratifiedKFold
+    >>> from skhyper.inner.logistic_folds import LogisticFolds
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.randn(90, 4)
+    >>> y = (X[:, 0] + rng.randn(90) > 0).astype(int)
+    >>> splits = list(StratifiedKFold(3).split(X, y))
+    >>> folds = LogisticFolds(X, y, 2, splits, device="cpu")
+    >>> results = folds.evaluate_all(np.array([0.0]), folds.initial_states())
+    >>> len(results), results[0].grad.shape
+    (3, (1,))
+    """
+
+    def __init__(
+        self,
+        X,
+        y_encoded,
+        n_classes,
+        splits,
+        *,
+        fit_weight=None,
+        val_weight=None,
+        fit_intercept=True,
+        per_feature=False,
+        inner_tol=1e-8,
+        inner_max_iter=500,
+        linsys_tol=1e-8,
+        linsys_max_iter=200,
+        device="auto",
+        warm_start=None,
+    ):
+        n_samples = X.shape[0]
+        ones = np.ones(n_samples)
+        fit_weight = ones if fit_weight is None else np.asarray(fit_weight, float)
+        val_weight = ones if val_weight is None else np.asarray(val_weight, float)
+        splits = [(np.asarray(train), np.asarray(test)) for train, test in splits]
+        _check_folds(splits, y_encoded, fit_weight, val_weight, n_classes)
+        self.objective = LockstepObjective(
+            X,
+            y_encoded,
+            n_classes,
+            splits,
+            fit_weight,
+            val_weight,
+            fit_intercept,
+            resolve_device(device),
+            # One C per feature asks L-BFGS-B for many accurate derivatives;
+            # float32 products would blur them at 1e-6.
+            low_precision=not per_feature,
+        )
+        self.per_feature = bool(per_feature)
+        self.inner_tol = float(inner_tol)
+        self.inner_max_iter = int(inner_max_iter)
+        self.linsys_tol = float(linsys_tol)
+        self.linsys_max_iter = int(linsys_max_iter)
+        self.warm_start = warm_start
+        reference = None if warm_start is None else warm_start.get("data_hessian")
+        self._reference = reference
+        self._factor = (None, None)  # (θ, Cholesky factor) of the last use
+
+    @property
+    def n_folds(self):
+        return self.objective.n_folds
+
+    @property
+    def n_hyperparameters(self):
+        """One, or ``n_features`` with ``per_feature``."""
+        return self.objective.data.n_features if self.per_feature else 1
+
+    def initial_states(self):
+        """One state per fold: the warm start's weights (or zeros), no ``v``."""
+        W = to_numpy(self.objective.data.zeros())
+        if self.warm_start is not None:
+            W = np.array(self.warm_start["W"], dtype=np.float64)
+        return [{"W": W.copy(), "v": None} for _ in range(self.n_folds)]
+
+    def evaluate_all(self, theta, states):
+        """Every fold's validation loss and its gradient in ``θ = log C``.
+
+        Parameters
+        ----------
+        theta : ndarray of shape (n_hyperparameters,)
+        states : list of dict
+            From :meth:`initial_states` or a previous :meth:`evaluate_all`.
+
+        Returns
+        -------
+        results : list of FoldResult
+            One per fold, in the order of ``splits``.
+        """
+        objective = self.objective
+        device = objective.data.device
+        theta = _as_theta(theta, objective.data.n_features).to(device)
+        if theta.numel() != self.n_hyperparameters:
+            raise ValueError(
+                f"expected {self.n_hyperparameters} values of log C, got "
+                f"{theta.numel()}"
+            )
+        W0 = torch.stack([_predicted(theta, s, "W", device) for s in states])
+
+        # Step 1: every fold's training problem, from the predicted solutions.
+        if self._reference is None:
+            self._refresh(objective.decision(W0))
+        solution = lockstep_newton(
+            objective,
+            theta,
+            W0,
+            self._preconditioner(theta),
+            tol=self.inner_tol,
+            max_iter=self.inner_max_iter,
+            slow_after=self._slow_after(),
+            cg_max_iter=4 * self._slow_after() + 10,
+            low=True,
+        )
+        if solution.slow:
+            self._refresh(solution.decision, solution.proba)
+
+        # Step 2: the linear systems H_f v_f = ∇E_f, from the predicted v_f.
+        losses, rhs = objective.validation(solution.decision, solution.proba)
+        v0 = [_predicted(theta, s, "v", device) for s in states]
+        v, _, used, solved = batched_cg(
+            objective.hessian_product(
+                theta, solution.proba, low=self.linsys_tol >= LOW_PRECISION_TOL
+            ),
+            rhs,
+            self._preconditioner(theta),
+            rtol=self.linsys_tol,
+            max_iter=self.linsys_max_iter,
+            x0=None if any(x is None for x in v0) else torch.stack(v0),
+        )
+        if int(used.max()) > self._slow_after():
+            self._refresh(solution.decision, solution.proba)
+
+        # Step 3: ∂E_f/∂θ_j = μ_fj Σ_k W_kj v_kj, and E_f corrected to first
+        # order for the inexact W_f (see LogisticFoldProblem's Notes).
+        n_features = objective.data.n_features
+        products = (solution.W * v)[:, :, :n_features].sum(dim=1)
+        grads = objective.penalty_scale(theta)[:, 0, :] * products
+        if not self.per_feature:
+            grads = grads.sum(dim=1, keepdim=True)
+        losses = losses - (v * solution.gradient).flatten(1).sum(dim=1)
+        return self._results(theta, states, solution, v, losses, grads, solved)
+
+    def _results(self, theta, states, solution, v, losses, grads, solved):
+        theta_numpy = to_numpy(theta)
+        losses, grads = to_numpy(losses), to_numpy(grads)
+        W, v = to_numpy(solution.W), to_numpy(v)
+        converged = to_numpy(solution.converged)
+        solved = to_numpy(solved)
+        results = []
+        for f, state in enumerate(states):
+            new_state = {"W": W[f], "v": v[f], "theta": theta_numpy}
+            if "theta" in state:
+                new_state["previous"] = {k: state[k] for k in ("theta", "W", "v")}
+            results.append(
+                FoldResult(
+                    loss=float(losses[f]),
+                    grad=grads[f],
+                    state=new_state,
+                    inner_converged=bool(converged[f]),
+                    linsys_converged=bool(solved[f]),
+                )
+            )
+        return results
+
+    def _slow_after(self):
+        """Products per solve beyond which the mean Hessian is formed again.
+
+        It costs about ``(K + 1) d / 4`` products of all the folds
+        (``K(K+1)/2`` blocks of ``n d²`` against ``2 n d K`` per fold), so
+        redoing it pays once solves take a fraction of that.
+        """
+        data = self.objective.data
+        return max(8, (data.n_outputs + 1) * data.n_columns // (16 * self.n_folds))
+
+    def _refresh(self, decision, proba=None):
+        """Form the mean data Hessian at the folds' current decision values."""
+        if proba is None:
+            from ._logistic_lockstep import predict_proba_from_folds
+
+            proba = predict_proba_from_folds(decision)
+        self._reference = self.objective.mean_data_hessian(proba)
+        self._factor = (None, None)
+
+    def _factor_at(self, theta, scale):
+        """Cholesky factor of the reference plus the penalty ``scale`` (one
+        value per feature, or one for all) and the symmetry term."""
+        key = (tuple(to_numpy(theta).tolist()), scale is None)
+        if self._factor[0] == key:
+            return self._factor[1]
+        data = self.objective.data
+        H = self._reference.clone()
+        diagonal = torch.zeros(
+            data.n_outputs, data.n_columns, dtype=data.dtype, device=data.device
+        )
+        diagonal[:, : data.n_features] = scale
+        H.diagonal().add_(diagonal.reshape(-1))
+        if data.symmetry_weight:
+            last = torch.arange(data.n_outputs, device=data.device)
+            index = last * data.n_columns + data.n_features
+            H[index[:, None], index[None, :]] += data.symmetry_weight
+        factor = cholesky_factor(H)
+        self._factor = (key, factor)
+        return factor
+
+    def _preconditioner(self, theta):
+        """``R -> M⁻¹R`` for a batch, ``M`` the reference plus the folds'
+        mean penalty at ``theta``."""
+        scale = self.objective.penalty_scale(theta).mean(dim=0)[0]
+        factor = self._factor_at(theta, scale)
+
+        def precondition(R):
+            flat = R.reshape(R.shape[0], -1).T
+            half = torch.linalg.solve_triangular(factor, flat, upper=False)
+            solved = torch.linalg.solve_triangular(factor.T, half, upper=True)
+            return solved.T.reshape(R.shape)
+
+        return precondition
+
+    def refit_factor(self, theta, weight_sum):
+        """Cholesky factor of the reference with the penalty of a model fitted
+        on all the data (weights summing to ``weight_sum``) at ``theta``: a
+        preconditioner for the final refit."""
+        theta = _as_theta(theta, self.objective.data.n_features)
+        theta = theta.to(self.objective.data.device)
+        self._factor = (None, None)
+        return self._factor_at(theta, torch.exp(-theta) / weight_sum)
+
+    def coefficients(self, state):
+        """``(coef, intercept)`` of a fold's state, in LogisticRegression's
+        shapes."""
+        W = torch.as_tensor(state["W"], device=self.objective.data.device)
+        return _split(self.objective.data, W)
+
+
+def _check_folds(splits, y_encoded, fit_weight, val_weight, n_classes):
+    """Refuse a training part missing a class or a part of zero weight."""
+    for index, (train, test) in enumerate(splits):
+        totals = np.bincount(
+            y_encoded[train], weights=fit_weight[train], minlength=n_classes
+        )
+        missing = np.flatnonzero(totals <= 0)
+        if missing.size:
+            raise ValueError(
+                f"the training part of fold {index} has no sample of class index "
+                f"{missing[0]} with a positive weight; logistic regression needs "
+                "every class"
+            )
+        if not val_weight[test].sum() > 0:
+            raise ValueError(f"the validation part of fold {index} has zero weight")
