@@ -160,6 +160,7 @@ def lockstep_newton(
     slow_after,
     cg_max_iter,
     low=False,
+    refresh=None,
 ):
     """Inexact Newton on every fold, with shared Hessian-vector products.
 
@@ -177,7 +178,8 @@ def lockstep_newton(
     max_iter : int
         Newton iterations at most.
     slow_after : int
-        A direction needing more products marks the solution ``slow``.
+        A direction needing more products calls ``refresh`` before the next
+        one, or, without it, marks the solution ``slow``.
     cg_max_iter : int
         Products at most per direction.
     low : bool, default=False
@@ -185,6 +187,8 @@ def lockstep_newton(
         (:meth:`LockstepObjective.hessian_product`); the decision values are
         then computed again in float64 after each step, so that gradients and
         the stopping test keep full precision.
+    refresh : callable, default=None
+        ``proba -> precondition``: a new preconditioner at the current point.
 
     Returns
     -------
@@ -206,6 +210,8 @@ def lockstep_newton(
         active = sizes > tol
         if not bool(active.any()) or n_iter == max_iter:
             break
+        if slow and refresh is not None:
+            precondition, slow = refresh(proba), False
         rhs = -grads * _per_fold(active.to(grads.dtype), grads)
         direction, decision, used, _ = batched_cg(
             objective.hessian_product(theta, proba, low=low),

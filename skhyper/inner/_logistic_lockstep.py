@@ -12,6 +12,8 @@ Weights are a tensor ``W`` of shape ``(n_folds, n_outputs, n_columns)``: one
 :class:`~skhyper.inner._logistic_objective.LogisticObjective` layout per fold.
 """
 
+import copy
+
 import numpy as np
 import torch
 
@@ -103,6 +105,19 @@ class LockstepObjective:
 
     def zeros(self):
         return torch.zeros(self.shape, dtype=self.data.dtype, device=self.data.device)
+
+    def whole(self):
+        """The same objective with a single fold that trains on every row:
+        the model on all the data, sharing this one's copies of ``X``."""
+        whole = copy.copy(self)
+        weight = self.data.weight  # the fit weights divided by their sum
+        whole.n_folds = 1
+        whole.shape = (1,) + self.shape[1:]
+        whole.weight_sum = np.array([self.data.weight_sum])
+        whole.train_weight = weight[:, None]
+        whole.val_weight = torch.zeros_like(weight[:, None])
+        whole._sums = torch.as_tensor(whole.weight_sum, device=weight.device)
+        return whole
 
     def decision(self, W):
         """Decision values of every fold, shape ``(n_samples, n_folds,

@@ -6,13 +6,15 @@ time; :class:`LogisticFolds` solves every fold together on one copy of ``X``
 data between the folds and one Hessian preconditioner between them all.
 """
 
+from functools import partial
+
 import numpy as np
 import torch
 
 from ..tuning import FoldResult
 from ..utils import resolve_device, to_numpy
 from ._lockstep_solvers import batched_cg, lockstep_newton
-from ._logistic_lockstep import LockstepObjective
+from ._logistic_lockstep import LockstepObjective, predict_proba_from_folds
 from ._logistic_solvers import cholesky_factor
 from .logistic import _as_theta, _predicted, _split
 
@@ -182,21 +184,7 @@ class LogisticFolds:
         W0 = torch.stack([_predicted(theta, s, "W", device) for s in states])
 
         # Step 1: every fold's training problem, from the predicted solutions.
-        if self._reference is None:
-            self._refresh(objective.decision(W0))
-        solution = lockstep_newton(
-            objective,
-            theta,
-            W0,
-            self._preconditioner(theta),
-            tol=self.inner_tol,
-            max_iter=self.inner_max_iter,
-            slow_after=self._slow_after(),
-            cg_max_iter=4 * self._slow_after() + 10,
-            low=True,
-        )
-        if solution.slow:
-            self._refresh(solution.decision, solution.proba)
+        solution = self._newton(objective, theta, W0, self.inner_tol)
 
         # Step 2: the linear systems H_f v_f = ∇E_f, from the predicted v_f.
         losses, rhs = objective.validation(solution.decision, solution.proba)
@@ -206,13 +194,13 @@ class LogisticFolds:
                 theta, solution.proba, low=self.linsys_tol >= LOW_PRECISION_TOL
             ),
             rhs,
-            self._preconditioner(theta),
+            self._preconditioner(objective, theta),
             rtol=self.linsys_tol,
             max_iter=self.linsys_max_iter,
             x0=None if any(x is None for x in v0) else torch.stack(v0),
         )
         if int(used.max()) > self._slow_after():
-            self._refresh(solution.decision, solution.proba)
+            self._refresh(objective, solution.decision, solution.proba)
 
         # Step 3: ∂E_f/∂θ_j = μ_fj Σ_k W_kj v_kj, and E_f corrected to first
         # order for the inexact W_f (see LogisticFoldProblem's Notes).
@@ -223,6 +211,78 @@ class LogisticFolds:
             grads = grads.sum(dim=1, keepdim=True)
         losses = losses - (v * solution.gradient).flatten(1).sum(dim=1)
         return self._results(theta, states, solution, v, losses, grads, solved)
+
+    def start_from(self, W):
+        """Start every fold from the weights ``W`` (those of
+        :meth:`fit_whole`, say) rather than from the warm start or zeros."""
+        self.warm_start = {**(self.warm_start or {}), "W": np.asarray(W)}
+
+    def fit_whole(self, theta, W0=None, tol=None, low=True):
+        """Fit the model on all the data (every row, the fit weights) at
+        ``θ``, by the folds' Newton solver and preconditioner.
+
+        Parameters
+        ----------
+        theta : ndarray of shape (n_hyperparameters,)
+        W0 : ndarray, default=None
+            Starting weights (zeros when ``None``).
+        tol : float, default=None
+            Gradient tolerance; ``inner_tol`` when ``None``.
+        low : bool, default=True
+            Newton directions from float32 products. ``False`` gives
+            quadratic convergence to the end and one more Newton step once
+            the tolerance is met, for a final model that sits well inside it
+            even when the Hessian is nearly singular (very large C).
+
+        Returns
+        -------
+        coef, intercept : ndarray
+            In LogisticRegression's shapes.
+        W : ndarray
+            The weights, a warm start for :meth:`initial_states`.
+        converged : bool
+        """
+        whole = self.objective.whole()
+        device = whole.data.device
+        theta = _as_theta(theta, whole.data.n_features).to(device)
+        start = whole.zeros() if W0 is None else torch.as_tensor(W0, device=device)
+        solution = self._newton(
+            whole,
+            theta,
+            start.reshape(whole.shape),
+            self.inner_tol if tol is None else tol,
+            low=low,
+        )
+        converged = bool(solution.converged[0])
+        if not low:
+            solution = self._newton(whole, theta, solution.W, 0.0, low=False, steps=1)
+        W = solution.W[0]
+        coef, intercept = _split(whole.data, W)
+        return coef, intercept, to_numpy(W), converged
+
+    def _newton(self, objective, theta, W0, tol, low=True, steps=None):
+        """Newton on ``objective``'s folds from ``W0``, forming the reference
+        Hessian first if there is none and again if the solve was slow."""
+        if self._reference is None:
+            self._refresh(objective, objective.decision(W0))
+        solution = lockstep_newton(
+            objective,
+            theta,
+            W0,
+            self._preconditioner(objective, theta),
+            tol=tol,
+            max_iter=self.inner_max_iter if steps is None else steps,
+            slow_after=self._slow_after(),
+            cg_max_iter=4 * self._slow_after() + 10,
+            low=low,
+            refresh=partial(self._refreshed, objective, theta),
+        )
+        return solution
+
+    def _refreshed(self, objective, theta, proba):
+        """A preconditioner from the mean Hessian formed at ``proba``."""
+        self._refresh(objective, None, proba)
+        return self._preconditioner(objective, theta)
 
     def _results(self, theta, states, solution, v, losses, grads, solved):
         theta_numpy = to_numpy(theta)
@@ -250,27 +310,43 @@ class LogisticFolds:
         """Products per solve beyond which the mean Hessian is formed again.
 
         It costs about ``(K + 1) d / 4`` products of all the folds
-        (``K(K+1)/2`` blocks of ``n d²`` against ``2 n d K`` per fold), so
-        redoing it pays once solves take a fraction of that.
+        (``K(K+1)/2`` blocks of ``n d²`` against ``2 n d K`` per fold), but
+        a fresh one shortens the solves only so much, since it is a mean and
+        the folds differ from it; measured on breast cancer, digits and
+        make_classification data, refreshing past twelve products (or a
+        sixteenth of that cost, whichever is more) was fastest overall.
         """
         data = self.objective.data
-        return max(8, (data.n_outputs + 1) * data.n_columns // (16 * self.n_folds))
+        return max(12, (data.n_outputs + 1) * data.n_columns // (16 * self.n_folds))
 
-    def _refresh(self, decision, proba=None):
-        """Form the mean data Hessian at the folds' current decision values."""
+    def _refresh(self, objective, decision, proba=None):
+        """Form the mean data Hessian of ``objective``'s folds at their
+        current decision values."""
         if proba is None:
-            from ._logistic_lockstep import predict_proba_from_folds
-
             proba = predict_proba_from_folds(decision)
-        self._reference = self.objective.mean_data_hessian(proba)
+        self._reference = objective.mean_data_hessian(proba)
         self._factor = (None, None)
 
-    def _factor_at(self, theta, scale):
+    def _preconditioner(self, objective, theta):
+        """``R -> M⁻¹R`` for a batch, ``M`` the reference plus the mean
+        penalty of ``objective``'s folds at ``theta``."""
+        scale = objective.penalty_scale(theta).mean(dim=0)[0]
+        key = (tuple(to_numpy(theta).tolist()), objective.n_folds)
+        if self._factor[0] != key:
+            self._factor = (key, self._factor_with(scale))
+        factor = self._factor[1]
+
+        def precondition(R):
+            flat = R.reshape(R.shape[0], -1).T
+            half = torch.linalg.solve_triangular(factor, flat, upper=False)
+            solved = torch.linalg.solve_triangular(factor.T, half, upper=True)
+            return solved.T.reshape(R.shape)
+
+        return precondition
+
+    def _factor_with(self, scale):
         """Cholesky factor of the reference plus the penalty ``scale`` (one
         value per feature, or one for all) and the symmetry term."""
-        key = (tuple(to_numpy(theta).tolist()), scale is None)
-        if self._factor[0] == key:
-            return self._factor[1]
         data = self.objective.data
         H = self._reference.clone()
         diagonal = torch.zeros(
@@ -282,32 +358,7 @@ class LogisticFolds:
             last = torch.arange(data.n_outputs, device=data.device)
             index = last * data.n_columns + data.n_features
             H[index[:, None], index[None, :]] += data.symmetry_weight
-        factor = cholesky_factor(H)
-        self._factor = (key, factor)
-        return factor
-
-    def _preconditioner(self, theta):
-        """``R -> M⁻¹R`` for a batch, ``M`` the reference plus the folds'
-        mean penalty at ``theta``."""
-        scale = self.objective.penalty_scale(theta).mean(dim=0)[0]
-        factor = self._factor_at(theta, scale)
-
-        def precondition(R):
-            flat = R.reshape(R.shape[0], -1).T
-            half = torch.linalg.solve_triangular(factor, flat, upper=False)
-            solved = torch.linalg.solve_triangular(factor.T, half, upper=True)
-            return solved.T.reshape(R.shape)
-
-        return precondition
-
-    def refit_factor(self, theta, weight_sum):
-        """Cholesky factor of the reference with the penalty of a model fitted
-        on all the data (weights summing to ``weight_sum``) at ``theta``: a
-        preconditioner for the final refit."""
-        theta = _as_theta(theta, self.objective.data.n_features)
-        theta = theta.to(self.objective.data.device)
-        self._factor = (None, None)
-        return self._factor_at(theta, torch.exp(-theta) / weight_sum)
+        return cholesky_factor(H)
 
     def coefficients(self, state):
         """``(coef, intercept)`` of a fold's state, in LogisticRegression's

@@ -265,32 +265,10 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         )
         check_folds_have_classes(splits, y_encoded, fit_weights, self.classes_)
 
-        # Imported here, so that importing and predicting never need torch.
-        from ..inner.logistic import fit_logistic
-
-        # Solve once on all the data at the starting C: its weights and its
-        # Hessian factor start every fold much closer than zero does.
-        refit = partial(
-            fit_logistic,
-            X,
-            y_encoded,
-            len(self.classes_),
-            sample_weight=fit_weights,
-            fit_intercept=self.fit_intercept,
-            tol=self.inner_tol,
-            max_iter=self.inner_max_iter,
-            device=self.device,
-            solver=self.solver,
-            return_state=True,
-        )
-        start = refit(_as_C(theta0))[2]
-        problems = self._fold_problems(
-            X, y, y_encoded, weights, splits, start, sample_weight is not None
-        )
-        result = tune(
-            problems,
-            theta0,
-            (np.log(low), np.log(high)),
+        tuning = partial(
+            tune,
+            theta0=theta0,
+            bounds=(np.log(low), np.log(high)),
             max_iter=self.max_iter,
             tol=self.tol,
             n_jobs=self.n_jobs,
@@ -299,17 +277,12 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             names="C",
             method="l-bfgs-b" if self.per_feature else "scalar",
         )
-        warm_start = _mean_state(result.states)
-        if hasattr(problems, "refit_factor"):
-            warm_start["factor"] = problems.refit_factor(
-                result.theta, fit_weights.sum()
-            )
-        coef, intercept, state = refit(
-            _as_C(result.theta),
-            warm_start=warm_start,
-            tol=min(self.inner_tol, REFIT_TOL),
-        )
-        result.n_inner_failures += (not start["converged"]) + (not state["converged"])
+        folds = (X, y, y_encoded, weights, splits, sample_weight is not None)
+        if self._lockstep(X):
+            result, coef, intercept, failures = self._tune_in_lockstep(tuning, *folds)
+        else:
+            result, coef, intercept, failures = self._tune_fold_by_fold(tuning, *folds)
+        result.n_inner_failures += failures
         warn_on_failures(
             result,
             hyperparameter="C",
@@ -325,6 +298,61 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         self.best_score_ = float(self.cv_results_["mean_test_score"][result.best_index])
         self.n_iter_ = int(result.n_iter)
         return self
+
+    def _tune_in_lockstep(self, tuning, X, y, y_encoded, weights, splits, weighted):
+        """Tune with all folds solved together; the model on all the data is
+        fitted by the same solver, at the starting C (where its weights start
+        every fold) and at the best C.
+
+        Returns the tuning result, the refitted ``coef`` and ``intercept``,
+        and how many of those two fits missed their tolerance.
+        """
+        folds = self._fold_problems(X, y, y_encoded, weights, splits, None, weighted)
+        theta0 = tuning.keywords["theta0"]
+        *_, start, start_converged = folds.fit_whole(theta0)
+        folds.start_from(start)
+        result = tuning(folds)
+        mean = np.mean([state["W"] for state in result.states], axis=0)
+        coef, intercept, _, converged = folds.fit_whole(
+            result.theta, W0=mean, tol=min(self.inner_tol, REFIT_TOL), low=False
+        )
+        return result, coef, intercept, (not start_converged) + (not converged)
+
+    def _tune_fold_by_fold(self, tuning, X, y, y_encoded, weights, splits, weighted):
+        """Tune with one problem per fold, started from the model fitted on
+        all the data at the starting C; refit at the best C.
+
+        Returns as :meth:`_tune_in_lockstep` does.
+        """
+        from ..inner.logistic import fit_logistic
+
+        refit = partial(
+            fit_logistic,
+            X,
+            y_encoded,
+            len(self.classes_),
+            sample_weight=weights[1],
+            fit_intercept=self.fit_intercept,
+            tol=self.inner_tol,
+            max_iter=self.inner_max_iter,
+            device=self.device,
+            solver=self.solver,
+            return_state=True,
+        )
+        # Its weights and its Hessian factor start every fold much closer
+        # than zero does.
+        start = refit(_as_C(tuning.keywords["theta0"]))[2]
+        problems = self._fold_problems(
+            X, y, y_encoded, weights, splits, start, weighted
+        )
+        result = tuning(problems)
+        coef, intercept, state = refit(
+            _as_C(result.theta),
+            warm_start=_mean_state(result.states),
+            tol=min(self.inner_tol, REFIT_TOL),
+        )
+        failures = (not start["converged"]) + (not state["converged"])
+        return result, coef, intercept, failures
 
     def _validate(self, X, y, sample_weight):
         """Check the parameters and the data; set ``classes_``."""
@@ -518,8 +546,11 @@ class _ScoredFoldSet:
     def initial_states(self):
         return self.folds.initial_states()
 
-    def refit_factor(self, theta, weight_sum):
-        return self.folds.refit_factor(theta, weight_sum)
+    def fit_whole(self, *args, **kwargs):
+        return self.folds.fit_whole(*args, **kwargs)
+
+    def start_from(self, W):
+        self.folds.start_from(W)
 
     def evaluate_all(self, theta, states):
         results = self.folds.evaluate_all(theta, states)
