@@ -103,6 +103,11 @@ class LockstepObjective:
                 X32 = torch.cat([X32, torch.ones_like(X32[:, :1])], dim=1)
             self._X32 = X32
 
+    @property
+    def low_precision(self):
+        """Whether there is a float32 copy of ``X`` for the products."""
+        return self._X32 is not None
+
     def zeros(self):
         return torch.zeros(self.shape, dtype=self.data.dtype, device=self.data.device)
 
@@ -189,7 +194,7 @@ class LockstepObjective:
         Newton's directions and for conjugate gradient to a tolerance above
         that; the penalty and everything else stay in float64.
         """
-        low = low and self._X32 is not None
+        low = low and self.low_precision
         weight = self.train_weight[:, :, None]
         if low:
             weight, proba = weight.to(torch.float32), proba.to(torch.float32)

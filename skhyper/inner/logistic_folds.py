@@ -141,7 +141,8 @@ class LogisticFolds:
         self.warm_start = warm_start
         reference = None if warm_start is None else warm_start.get("data_hessian")
         self._reference = reference
-        self._factor = (None, None)  # (θ, Cholesky factor) of the last use
+        # (key, Cholesky factor, its float32 copy) of the last use
+        self._factor = (None, None, None)
 
     @property
     def n_folds(self):
@@ -189,12 +190,11 @@ class LogisticFolds:
         # Step 2: the linear systems H_f v_f = ∇E_f, from the predicted v_f.
         losses, rhs = objective.validation(solution.decision, solution.proba)
         v0 = [_predicted(theta, s, "v", device) for s in states]
+        low = objective.low_precision and self.linsys_tol >= LOW_PRECISION_TOL
         v, _, used, solved = batched_cg(
-            objective.hessian_product(
-                theta, solution.proba, low=self.linsys_tol >= LOW_PRECISION_TOL
-            ),
+            objective.hessian_product(theta, solution.proba, low=low),
             rhs,
-            self._preconditioner(objective, theta),
+            self._preconditioner(objective, theta, low),
             rtol=self.linsys_tol,
             max_iter=self.linsys_max_iter,
             x0=None if any(x is None for x in v0) else torch.stack(v0),
@@ -265,24 +265,25 @@ class LogisticFolds:
         Hessian first if there is none and again if the solve was slow."""
         if self._reference is None:
             self._refresh(objective, objective.decision(W0))
+        low = low and objective.low_precision
         solution = lockstep_newton(
             objective,
             theta,
             W0,
-            self._preconditioner(objective, theta),
+            self._preconditioner(objective, theta, low),
             tol=tol,
             max_iter=self.inner_max_iter if steps is None else steps,
             slow_after=self._slow_after(),
             cg_max_iter=4 * self._slow_after() + 10,
             low=low,
-            refresh=partial(self._refreshed, objective, theta),
+            refresh=partial(self._refreshed, objective, theta, low),
         )
         return solution
 
-    def _refreshed(self, objective, theta, proba):
+    def _refreshed(self, objective, theta, low, proba):
         """A preconditioner from the mean Hessian formed at ``proba``."""
         self._refresh(objective, None, proba)
-        return self._preconditioner(objective, theta)
+        return self._preconditioner(objective, theta, low)
 
     def _results(self, theta, states, solution, v, losses, grads, solved):
         theta_numpy = to_numpy(theta)
@@ -325,22 +326,24 @@ class LogisticFolds:
         if proba is None:
             proba = predict_proba_from_folds(decision)
         self._reference = objective.mean_data_hessian(proba)
-        self._factor = (None, None)
+        self._factor = (None, None, None)
 
-    def _preconditioner(self, objective, theta):
+    def _preconditioner(self, objective, theta, low=False):
         """``R -> M⁻¹R`` for a batch, ``M`` the reference plus the mean
-        penalty of ``objective``'s folds at ``theta``."""
+        penalty of ``objective``'s folds at ``theta``; with ``low``, the
+        triangular solves run in float32 (for the float32 products)."""
         scale = objective.penalty_scale(theta).mean(dim=0)[0]
         key = (tuple(to_numpy(theta).tolist()), objective.n_folds)
         if self._factor[0] != key:
-            self._factor = (key, self._factor_with(scale))
-        factor = self._factor[1]
+            factor = self._factor_with(scale)
+            self._factor = (key, factor, factor.to(torch.float32))
+        factor = self._factor[2] if low else self._factor[1]
 
         def precondition(R):
-            flat = R.reshape(R.shape[0], -1).T
+            flat = R.reshape(R.shape[0], -1).T.to(factor.dtype)
             half = torch.linalg.solve_triangular(factor, flat, upper=False)
             solved = torch.linalg.solve_triangular(factor.T, half, upper=True)
-            return solved.T.reshape(R.shape)
+            return solved.T.reshape(R.shape).to(R.dtype)
 
         return precondition
 
