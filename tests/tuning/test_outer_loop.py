@@ -166,3 +166,95 @@ def test_fork_backend_is_refused_once_torch_is_loaded():
     # Sequential runs do not fork: allowed under any backend.
     with parallel_config(backend="multiprocessing"):
         tune(problems, [0.0], (-5.0, 5.0), n_jobs=1)
+
+
+# ---------------------------------------------------------------------------
+# The "scalar" search for one hyperparameter, and fold sets.
+
+
+class FunctionFold:
+    """A fold whose loss is ``f(θ)`` for a given smooth ``f`` of one variable."""
+
+    def __init__(self, function, derivative):
+        self.function = function
+        self.derivative = derivative
+
+    def initial_state(self):
+        return None
+
+    def evaluate(self, theta, state):
+        value = float(theta[0])
+        return FoldResult(
+            loss=self.function(value),
+            grad=np.array([self.derivative(value)]),
+            state=state,
+        )
+
+
+@pytest.mark.parametrize("start", [-6.0, 0.0, 5.0])
+def test_scalar_search_finds_the_minimum_of_a_non_quadratic_function(start):
+    # f(θ) = log(1 + exp(θ - 1)) + exp(-θ) / 4 - not quadratic, minimum where
+    # sigmoid(θ - 1) = exp(-θ) / 4, found here by bisection.
+    def f(t):
+        return np.logaddexp(0.0, t - 1.0) + np.exp(-t) / 4.0
+
+    def df(t):
+        return 1.0 / (1.0 + np.exp(1.0 - t)) - np.exp(-t) / 4.0
+
+    low, high = -8.0, 8.0
+    for _ in range(200):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if df(mid) < 0 else (low, mid)
+    result = tune(
+        [FunctionFold(f, df)], [start], (-8.0, 8.0), method="scalar", tol=1e-12
+    )
+    assert result.theta[0] == pytest.approx(low, abs=1e-3)
+    assert len(result.history["loss"]) <= 15
+    assert not result.max_iter_reached
+
+
+def test_scalar_search_stops_on_the_bound_it_walks_to():
+    problems = [QuadraticFold([4.0])]
+    result = tune(problems, [0.0], (-2.0, 2.0), method="scalar")
+    assert result.theta[0] == 2.0 and result.at_upper[0]
+
+
+def test_scalar_search_skips_non_finite_points_and_keeps_the_best_finite():
+    problems = [QuadraticFold([2.0], finite_below=1.0)]
+    result = tune(problems, [0.0], (-5.0, 5.0), method="scalar")
+    assert result.n_non_finite > 0
+    finite = [v for v in result.history["loss"] if np.isfinite(v)]
+    assert result.loss == min(finite) and result.theta[0] <= 1.0
+
+
+def test_scalar_search_refuses_several_hyperparameters():
+    with pytest.raises(ValueError, match="one hyperparameter"):
+        tune([QuadraticFold([0.0, 0.0])], [1.0, 1.0], (-5.0, 5.0), method="scalar")
+    with pytest.raises(ValueError, match="method must be"):
+        tune([QuadraticFold([0.0])], [1.0], (-5.0, 5.0), method="newton")
+
+
+class QuadraticFoldSet:
+    """Several :class:`QuadraticFold` evaluated by one ``evaluate_all`` call."""
+
+    def __init__(self, folds):
+        self.folds = folds
+        self.calls = 0
+
+    def initial_states(self):
+        return [fold.initial_state() for fold in self.folds]
+
+    def evaluate_all(self, theta, states):
+        self.calls += 1
+        return [fold.evaluate(theta, s) for fold, s in zip(self.folds, states)]
+
+
+@pytest.mark.parametrize("method", ["l-bfgs-b", "scalar"])
+def test_a_fold_set_gives_what_its_folds_give_one_by_one(method):
+    folds = [QuadraticFold([1.0], 1.0), QuadraticFold([3.0], 3.0)]
+    one_by_one = tune(folds, [0.0], (-10.0, 10.0), method=method)
+    fold_set = QuadraticFoldSet(folds)
+    together = tune(fold_set, [0.0], (-10.0, 10.0), method=method)
+    assert together.theta[0] == one_by_one.theta[0]
+    assert fold_set.calls == len(together.history["loss"])
+    assert together.states == [len(together.history["loss"])] * 2
