@@ -36,6 +36,9 @@ _SOLVERS = ("auto", "newton", "lbfgs")
 # The final refit is the returned model: solved at least this tightly, so
 # that it matches LogisticRegression(C=C_) whatever the folds' tolerance.
 REFIT_TOL = 1e-10
+# The fit at the starting C only starts the folds, whose own solutions lie
+# about this far (in gradient) from it: a tighter one would not help them.
+START_TOL = 1e-3
 
 
 class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator):
@@ -309,7 +312,9 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         """
         folds = self._fold_problems(X, y, y_encoded, weights, splits, None, weighted)
         theta0 = tuning.keywords["theta0"]
-        *_, start, start_converged = folds.fit_whole(theta0)
+        *_, start, start_converged = folds.fit_whole(
+            theta0, tol=max(self.inner_tol, START_TOL)
+        )
         folds.start_from(start)
         result = tuning(folds)
         mean = np.mean([state["W"] for state in result.states], axis=0)
