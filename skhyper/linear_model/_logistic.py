@@ -46,9 +46,10 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
 
     Binary or multinomial (softmax) logistic regression with an L2 penalty.
     The inverse regularisation strength ``C`` (one value, or one per feature)
-    is chosen to minimise the cross-validated log loss, by L-BFGS-B on
-    ``log C`` with implicit hypergradients; then the model is refitted on all
-    the data at the best C found.
+    is chosen to minimise the cross-validated log loss on ``log C``, from
+    implicit hypergradients, by a bracketing line search (one C) or L-BFGS-B
+    (one C per feature); then the model is refitted on all the data at the
+    best C found.
 
     Parameters
     ----------
@@ -94,14 +95,16 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         Newton or L-BFGS iterations at most per inner solve.
     linsys_tol : float, default=1e-4
         Relative residual tolerance of AID's linear system: about the relative
-        error of the hypergradient, which L-BFGS-B tolerates well.
+        error of the hypergradient, which the outer search tolerates well.
     linsys_max_iter : int, default=200
         Iteration cap ``k`` of AID's linear system (steps ``t`` for ITD).
     max_iter : int, default=50
-        Maximum number of outer (L-BFGS-B) iterations.
+        Maximum number of outer iterations: L-BFGS-B iterations, or
+        evaluations of the line search with one C.
     tol : float, default=1e-5
-        Outer stopping tolerance on the relative decrease of the CV loss and
-        on the projected hypergradient.
+        Outer stopping tolerance: on the relative decrease of the CV loss and
+        the projected hypergradient (L-BFGS-B), or on the relative decrease
+        still predicted by the derivatives (line search, one C).
     device : str, default="auto"
         Torch device of the computations (``"auto"``: CUDA when available).
     n_jobs : int, default=None
@@ -130,13 +133,13 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         The mean fold score at ``C_`` with ``scoring``, else minus the mean
         cross-validated log loss there.
     cv_results_ : dict of ndarray
-        One row per evaluation of the CV loss (L-BFGS-B line-search trials
+        One row per evaluation of the CV loss (line-search trials
         included): ``iteration``, ``param_C``, ``mean_test_loss``,
         ``std_test_loss``, ``split<k>_test_loss``, ``mean_test_score``,
         ``hypergradient_norm`` (with respect to ``log C``) and ``time``
         (seconds). ``pandas.DataFrame`` takes it.
     n_iter_ : int
-        Outer (L-BFGS-B) iterations run.
+        Outer iterations run (steps of the line search with one C).
     n_features_in_ : int
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -164,7 +167,13 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
     iteration's solution, and Newton's conjugate-gradient steps are
     preconditioned by the Cholesky factor of a Hessian formed at an earlier
     point, refreshed only when it has become a poor preconditioner; the same
-    factor preconditions the hypergradient's linear system.
+    factor preconditions the hypergradient's linear system. With the default
+    ``solver`` and ``hypergrad``, all folds are solved together
+    (:class:`skhyper.inner.logistic_folds.LogisticFolds`): they share each
+    pass over ``X`` and one preconditioner, the factor of the mean of their
+    Hessians plus the penalty at the current C, and Newton's directions and
+    the linear systems use float32 products (one C only) while gradients and
+    stopping tests stay in float64.
 
     An inner solution ``W`` with training gradient ``g = ∇_Wℓ(W)`` misses the
     minimiser by about ``-H⁻¹g``, so each fold reports the validation loss
