@@ -135,14 +135,17 @@ class LogisticObjective:
         :meth:`hessian`."""
         return self._data_hessian(self.decision(W) if Z is None else Z)
 
-    def add_penalty_hessian(self, H, theta):
+    def add_penalty_hessian(self, H, theta, scale=None):
         """``H`` plus the Hessian of the penalty and symmetry terms at ``theta``,
-        as a new matrix."""
+        as a new matrix; ``scale`` replaces :meth:`penalty_scale` when given
+        (one value, or one per feature)."""
         H = H.clone()
         diagonal = torch.zeros(
             self.n_outputs, self.n_columns, dtype=self.dtype, device=self.device
         )
-        diagonal[:, : self.n_features] = self.penalty_scale(theta)
+        diagonal[:, : self.n_features] = (
+            self.penalty_scale(theta) if scale is None else scale
+        )
         H.diagonal().add_(diagonal.reshape(-1))
         if self.symmetry_weight:
             last = torch.arange(self.n_outputs, device=self.device)

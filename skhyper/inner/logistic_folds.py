@@ -351,17 +351,7 @@ class LogisticFolds:
         """Cholesky factor of the reference plus the penalty ``scale`` (one
         value per feature, or one for all) and the symmetry term."""
         data = self.objective.data
-        H = self._reference.clone()
-        diagonal = torch.zeros(
-            data.n_outputs, data.n_columns, dtype=data.dtype, device=data.device
-        )
-        diagonal[:, : data.n_features] = scale
-        H.diagonal().add_(diagonal.reshape(-1))
-        if data.symmetry_weight:
-            last = torch.arange(data.n_outputs, device=data.device)
-            index = last * data.n_columns + data.n_features
-            H[index[:, None], index[None, :]] += data.symmetry_weight
-        return cholesky_factor(H)
+        return cholesky_factor(data.add_penalty_hessian(self._reference, None, scale))
 
     def coefficients(self, state):
         """``(coef, intercept)`` of a fold's state, in LogisticRegression's
