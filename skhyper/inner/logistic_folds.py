@@ -183,6 +183,8 @@ class LogisticFolds:
                 f"{theta.numel()}"
             )
         W0 = torch.stack([_predicted(theta, s, "W", device) for s in states])
+        if "theta" in states[0] and "previous" not in states[0]:
+            W0 = self._tangent_step(objective, theta, states, W0)
 
         # Step 1: every fold's training problem, from the predicted solutions.
         solution = self._newton(objective, theta, W0, self.inner_tol)
@@ -211,6 +213,25 @@ class LogisticFolds:
             grads = grads.sum(dim=1, keepdim=True)
         losses = losses - (v * solution.gradient).flatten(1).sum(dim=1)
         return self._results(theta, states, solution, v, losses, grads, solved)
+
+    def _tangent_step(self, objective, theta, states, W):
+        """``W`` moved along an approximate tangent ``dW/dθ`` to ``theta``.
+
+        With one previous point there is no secant; the tangent is
+        ``H⁻¹(μ ∘ W)`` per unit of ``θ`` (``μ`` the penalty, zero on the
+        intercept), and the preconditioner stands in for ``H⁻¹``.
+        """
+        previous = torch.as_tensor(states[0]["theta"], device=theta.device)
+        if self._reference is None or previous.shape != theta.shape:
+            return W
+        n_features = objective.data.n_features
+        change = torch.zeros_like(W)
+        change[:, :, :n_features] = (
+            objective.penalty_scale(previous)
+            * (theta - previous)
+            * W[:, :, :n_features]
+        )
+        return W + self._preconditioner(objective, theta)(change)
 
     def start_from(self, W):
         """Start every fold from the weights ``W`` (those of
