@@ -174,7 +174,8 @@ def lockstep_newton(
     precondition : callable
         ``R -> M⁻¹ R`` on a batch.
     tol : float
-        Gradient tolerance (largest absolute entry) of every fold.
+        Gradient tolerance of every fold (its largest entry, in the units of
+        :meth:`LogisticObjective.gradient_size`).
     max_iter : int
         Newton iterations at most.
     slow_after : int
@@ -206,7 +207,7 @@ def lockstep_newton(
     slow = False
     for n_iter in range(max_iter + 1):
         values, grads, proba = objective.values_and_gradients(W, theta, Z)
-        sizes = grads.abs().flatten(1).amax(dim=1)
+        sizes = (grads / objective.data.gradient_scale).abs().flatten(1).amax(dim=1)
         active = sizes > tol
         if not bool(active.any()) or n_iter == max_iter:
             break

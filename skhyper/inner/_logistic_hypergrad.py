@@ -92,10 +92,12 @@ def implicit_hypergradient(
 
     # Step 3: ∂E/∂θ_j = exp(-θ_j) / S Σ_k W_kj v_kj.
     v = v.reshape(W.shape)
-    if solution.gradient is not None:
+    if solution.gradient is not None and solution.converged:
         # W misses the minimiser by about -H⁻¹∇_Wℓ, so E there is about
-        # E(W) - vᵀ∇_Wℓ: an error second order in the inner tolerance.
-        loss = loss - (v * solution.gradient.reshape(W.shape)).sum()
+        # E(W) - vᵀ∇_Wℓ: an error second order in the inner tolerance. Not
+        # after a solve that stopped early, nor below zero (a log loss).
+        corrected = loss - (v * solution.gradient.reshape(W.shape)).sum()
+        loss = corrected if float(corrected) >= 0 else loss
     n_features = objective.n_features
     products = (W[:, :n_features] * v[:, :n_features]).sum(dim=0)
     grad = objective.penalty_scale(theta) * products

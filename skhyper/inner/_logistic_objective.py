@@ -45,6 +45,10 @@ class LogisticObjective:
         weight = np.asarray(weight, dtype=np.float64)
         self.weight_sum = float(weight.sum())
         self.weight = torch.as_tensor(weight / self.weight_sum, device=device)
+        self.gradient_scale = _gradient_scale(X, weight / self.weight_sum, device)
+        if self.fit_intercept:
+            ones = torch.ones(1, dtype=self.dtype, device=device)
+            self.gradient_scale = torch.cat([self.gradient_scale, ones])
         y = torch.as_tensor(np.asarray(y, dtype=np.int64), device=device)
         if self.n_outputs == 1:
             self.target = y.to(self.dtype).reshape(-1, 1)
@@ -56,6 +60,13 @@ class LogisticObjective:
         self.symmetry_weight = (
             0.25 / self.n_classes if self.n_outputs > 1 and self.fit_intercept else 0.0
         )
+
+    def gradient_size(self, grad):
+        """The stopping measure of a gradient: its largest entry, each column
+        divided by :attr:`gradient_scale` (the root mean square of that column
+        of ``X``, when above one), which makes the tolerance the same for
+        data and for the data with some columns scaled up."""
+        return (grad / self.gradient_scale).abs().max()
 
     @property
     def n_weights(self):
@@ -255,6 +266,16 @@ class LogisticObjective:
         return 1.25 * factor * max(estimate, 0.0) + self.symmetry_weight * (
             self.n_classes
         )
+
+
+def _gradient_scale(X, weight, device):
+    """Per column of ``X``: its weighted root mean square, at least one."""
+    if sp.issparse(X):
+        squares = np.asarray(sp.csr_matrix(X).multiply(X).T @ weight).ravel()
+    else:
+        X = np.asarray(X)
+        squares = weight @ (X * X)
+    return torch.as_tensor(np.maximum(np.sqrt(squares), 1.0), device=device)
 
 
 def _to_tensor(X, device):

@@ -255,7 +255,7 @@ def newton_cg_solve(objective, theta, W0, factor, *, tol, max_iter, stale=False)
     for n_iter in range(max_iter + 1):
         value, grad, Z = objective.value_and_gradient(W, theta, Z)
         _check_finite(value, grad)
-        size = float(grad.abs().max())
+        size = float(objective.gradient_size(grad))
         if size <= tol:
             return InnerSolution(W, n_iter, True, factor, stale, Z, grad, data_hessian)
         if n_iter == max_iter:
@@ -318,5 +318,5 @@ def lbfgs_solve(objective, theta, W0, *, tol, max_iter, history_size=20):
     W = W.detach()
     value, grad, _ = objective.value_and_gradient(W, theta)
     _check_finite(value, grad)
-    converged = float(grad.abs().max()) <= tol
+    converged = float(objective.gradient_size(grad)) <= tol
     return InnerSolution(W, n_iter, converged, gradient=grad)

@@ -211,7 +211,11 @@ class LogisticFolds:
         grads = objective.penalty_scale(theta)[:, 0, :] * products
         if not self.per_feature:
             grads = grads.sum(dim=1, keepdim=True)
-        losses = losses - (v * solution.gradient).flatten(1).sum(dim=1)
+        corrected = losses - (v * solution.gradient).flatten(1).sum(dim=1)
+        # The correction holds near the minimiser only: not after a solve that
+        # stopped early, and never below zero, which no log loss can be.
+        valid = solution.converged & (corrected >= 0)
+        losses = torch.where(valid, corrected, losses)
         return self._results(theta, states, solution, v, losses, grads, solved)
 
     def _tangent_step(self, objective, theta, states, W):

@@ -36,6 +36,12 @@ _SOLVERS = ("auto", "newton", "lbfgs")
 # The final refit is the returned model: solved at least this tightly, so
 # that it matches LogisticRegression(C=C_) whatever the folds' tolerance.
 REFIT_TOL = 1e-10
+# L-BFGS stalls on round-off short of 1e-10: its refits (more than
+# NEWTON_MAX_WEIGHTS weights, where Newton is out of reach) stop here.
+LBFGS_REFIT_TOL = 1e-9
+# Columns of X with a root mean square above this make the training problems
+# badly conditioned at the large Cs of the default bounds.
+LARGE_SCALE = 1e4
 # The fit at the starting C only starts the folds, whose own solutions lie
 # about this far (in gradient) from it: a tighter one would not help them.
 START_TOL = 1e-3
@@ -85,7 +91,8 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         Inner solver. ``"auto"`` takes Newton (preconditioned by a Cholesky
         factorisation of the Hessian) when there are at most 2000 weights
         (``n_features + 1``, times the number of classes beyond two), and
-        L-BFGS otherwise.
+        L-BFGS otherwise. The final refit uses Newton whenever ``"auto"``
+        would, since L-BFGS stalls short of its tolerance.
     inner_tol : float, default=1e-6
         Gradient tolerance (largest entry) of the inner solves, on the
         training loss divided by the total sample weight. The fold losses
@@ -139,7 +146,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         ``hypergradient_norm`` (with respect to ``log C``) and ``time``
         (seconds). ``pandas.DataFrame`` takes it.
     n_iter_ : int
-        Outer iterations run (steps of the line search with one C).
+        Outer iterations run (evaluations of the line search with one C).
     n_features_in_ : int
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -301,6 +308,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             bounds=(low, high),
             inner_hint="increase inner_max_iter or relax inner_tol",
             linsys_hint="increase linsys_max_iter or relax linsys_tol",
+            notes=_scale_notes(X),
         )
 
         self.C_ = _as_C(result.theta)
@@ -360,10 +368,16 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             X, y, y_encoded, weights, splits, start, weighted
         )
         result = tuning(problems)
+        # The refit is one solve: Newton whenever the weights allow it, since
+        # L-BFGS stalls short of the refit's tolerance.
+        from ..inner.logistic import NEWTON_MAX_WEIGHTS
+
+        newton = self.solver == "newton" or self._n_weights(X) <= NEWTON_MAX_WEIGHTS
         coef, intercept, state = refit(
             _as_C(result.theta),
             warm_start=_mean_state(result.states),
-            tol=min(self.inner_tol, REFIT_TOL),
+            tol=min(self.inner_tol, REFIT_TOL if newton else LBFGS_REFIT_TOL),
+            solver="newton" if newton else "lbfgs",
         )
         failures = (not start["converged"]) + (not state["converged"])
         return result, coef, intercept, failures
@@ -502,15 +516,19 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             problems.append(problem)
         return problems
 
+    def _n_weights(self, X):
+        """Number of weights of the model: (features + intercept) per class
+        beyond the first of two."""
+        n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
+        return n_outputs * (X.shape[1] + int(self.fit_intercept))
+
     def _lockstep(self, X):
         """Whether the folds are solved together (:class:`LogisticFolds`):
         conjugate-gradient hypergradients after Newton solves."""
         from ..inner.logistic import NEWTON_MAX_WEIGHTS
 
-        n_outputs = 1 if len(self.classes_) == 2 else len(self.classes_)
-        n_weights = n_outputs * (X.shape[1] + int(self.fit_intercept))
         newton = self.solver == "newton" or (
-            self.solver == "auto" and n_weights <= NEWTON_MAX_WEIGHTS
+            self.solver == "auto" and self._n_weights(X) <= NEWTON_MAX_WEIGHTS
         )
         return newton and self.hypergrad == "cg"
 
@@ -518,6 +536,23 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _scale_notes(X):
+    """A note for the fit's warning when columns of ``X`` are large."""
+    if sp.issparse(X):
+        squares = np.asarray(X.multiply(X).mean(axis=0)).ravel()
+    else:
+        squares = np.mean(np.square(X, dtype=np.float64), axis=0)
+    largest = float(np.sqrt(squares.max())) if squares.size else 0.0
+    if largest <= LARGE_SCALE:
+        return ()
+    return (
+        f"columns of X reach a root mean square of {largest:.3g}: at large C "
+        "the training problems are then badly conditioned and their solutions "
+        "inaccurate, and C_bounds mean little regularisation; standardise X "
+        "(for example with StandardScaler in a Pipeline)",
+    )
 
 
 def _as_C(theta):

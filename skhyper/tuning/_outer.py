@@ -206,8 +206,8 @@ def tune(
         bracketing search with cubic interpolation (see Notes), which needs
         fewer evaluations and keeps successive points close, so that warm
         starts stay good; ``tol`` is then the relative decrease of the loss
-        still predicted by the derivatives, and ``max_iter`` counts
-        evaluations.
+        still predicted by the derivatives, and ``max_iter`` and the
+        result's ``n_iter`` count evaluations.
 
     Returns
     -------
@@ -419,7 +419,8 @@ def _scalar(objective, history, theta0, lower, upper, *, max_iter, tol):
         max_evals=max_iter,
         tol=tol,
     )
-    return SimpleNamespace(nit=search.n_evals - 1, status=int(not search.converged))
+    # max_iter counts evaluations here, and so does the reported n_iter.
+    return SimpleNamespace(nit=search.n_evals, status=int(not search.converged))
 
 
 def _objective_scale(grad):
@@ -485,7 +486,9 @@ def _summary(values):
     return f"[min {low:.3g}, median {mid:.3g}, max {high:.3g}]"
 
 
-def warn_on_failures(result, *, hyperparameter, bounds, inner_hint, linsys_hint):
+def warn_on_failures(
+    result, *, hyperparameter, bounds, inner_hint, linsys_hint, notes=()
+):
     """Emit one aggregated :class:`ConvergenceWarning` for a whole fit.
 
     Parameters
@@ -502,6 +505,9 @@ def warn_on_failures(result, *, hyperparameter, bounds, inner_hint, linsys_hint)
     inner_hint, linsys_hint : str
         What to change when the inner solver or the linear system stopped
         early (``"increase inner_max_iter"``).
+    notes : sequence of str, default=()
+        Further problems found by the caller (badly scaled data, say), joined
+        into the same warning.
 
     Examples
     --------
@@ -553,6 +559,7 @@ def warn_on_failures(result, *, hyperparameter, bounds, inner_hint, linsys_hint)
                     f"the best {name} sits at the {side} bound {value:g}; "
                     f"widen the bounds of {name}"
                 )
+    messages.extend(notes)
     if messages:
         text = "; ".join(messages)
         warnings.warn(

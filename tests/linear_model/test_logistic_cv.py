@@ -368,6 +368,37 @@ def test_solver_failures_give_one_aggregated_convergence_warning():
     assert "inner solver" in str(convergence[0].message)
 
 
+def test_badly_scaled_columns_are_named_in_the_one_warning_and_losses_stay_valid():
+    # Scaled by 1e6, the training problems at large C are nearly singular: the
+    # fit must say so (once), finish quickly and never report a negative log
+    # loss (the first-order correction is dropped where it cannot hold).
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X) * 1e6
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = HypergradLogisticCV(max_iter=8, device="cpu").fit(X, y)
+    convergence = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert len(convergence) == 1
+    assert "root mean square of 1e+06" in str(convergence[0].message)
+    assert np.all(model.cv_results_["mean_test_loss"] > 0)
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "newton"])
+def test_the_refit_matches_logistic_regression_whatever_the_fold_solver(solver):
+    X, y = load_digits(return_X_y=True)
+    X = StandardScaler().fit_transform(X[::4])
+    y = y[::4]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = HypergradLogisticCV(solver=solver, max_iter=3, device="cpu").fit(X, y)
+    # The refit converges: no inner-solver failure among the fit's warnings.
+    assert not any("inner solver" in str(w.message) for w in caught)
+    reference = LogisticRegression(
+        C=model.C_, solver="newton-cg", tol=1e-12, max_iter=1000
+    ).fit(X, y)
+    np.testing.assert_allclose(model.coef_, reference.coef_, atol=1e-5)
+
+
 def test_an_optimum_beyond_the_bounds_warns_that_C_sits_on_one():
     X, y = _data(80, 2, 2, seed=13)
     y = (X[:, 0] > 0).astype(int)  # separable: the best C here is about 50
