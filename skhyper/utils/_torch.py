@@ -41,6 +41,17 @@ def resolve_device(device="auto"):
             f"device={device!r} was asked for but CUDA is not available; "
             "use device='auto' or 'cpu'"
         )
+    if resolved.type == "meta":
+        raise ValueError("device='meta' holds no data; use device='auto' or 'cpu'")
+    if resolved.type not in ("cpu", "cuda"):
+        # Other backends (mps, xpu, ...) are known to torch by name even where
+        # absent: only an allocation tells.
+        try:
+            torch.zeros(1, device=resolved)
+        except (RuntimeError, AssertionError) as exc:
+            raise ValueError(
+                f"device={device!r} is not available here; use device='auto' or 'cpu'"
+            ) from exc
     return resolved
 
 
