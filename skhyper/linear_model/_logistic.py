@@ -10,7 +10,6 @@ from functools import partial
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import check_scoring
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
@@ -28,6 +27,7 @@ from ._base import (
     validate_data,
 )
 from ._classification import LinearClassifierMixin, check_folds_have_classes, label
+from ._scored_folds import ScoredFold, ScoredFoldSet
 
 __all__ = ["HypergradLogisticCV"]
 
@@ -480,9 +480,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             if scorer is None:
                 return folds
             weight_val = weights if weighted else None
-            return _ScoredFoldSet(
-                folds, scorer, X, y, splits, weight_val, self.classes_
-            )
+            return ScoredFoldSet(folds, scorer, X, y, splits, weight_val, self.classes_)
         from ..inner.logistic import LogisticFoldProblem
 
         problems = []
@@ -510,7 +508,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
                 # A scorer gets sample_weight only when the user gave weights,
                 # so that a plain scorer(estimator, X, y) works without them.
                 weight_val = weights[test] if weighted else None
-                problem = _ScoredFold(
+                problem = ScoredFold(
                     problem, scorer, X[test], y[test], weight_val, self.classes_
                 )
             problems.append(problem)
@@ -567,70 +565,3 @@ def _mean_state(states):
         "W": np.mean([state["W"] for state in states], axis=0),
         "factor": states[0].get("factor"),
     }
-
-
-def _score(scorer, coefficients, classes, X_val, y_val, weight_val):
-    """Score the fold model with ``(coef, intercept) = coefficients``."""
-    model = LogisticRegression()
-    model.coef_, model.intercept_ = coefficients
-    model.classes_ = classes
-    model.n_features_in_ = X_val.shape[1]
-    if weight_val is None:
-        return float(scorer(model, X_val, y_val))
-    return float(scorer(model, X_val, y_val, sample_weight=weight_val))
-
-
-class _ScoredFoldSet:
-    """A fold set whose evaluations also carry scikit-learn scores."""
-
-    def __init__(self, folds, scorer, X, y, splits, weight_val, classes):
-        self.folds = folds
-        self.scorer = scorer
-        self.parts = [
-            (X[test], y[test], None if weight_val is None else weight_val[test])
-            for _, test in splits
-        ]
-        self.classes = classes
-
-    def initial_states(self):
-        return self.folds.initial_states()
-
-    def fit_whole(self, *args, **kwargs):
-        return self.folds.fit_whole(*args, **kwargs)
-
-    def start_from(self, W):
-        self.folds.start_from(W)
-
-    def evaluate_all(self, theta, states):
-        results = self.folds.evaluate_all(theta, states)
-        for result, part in zip(results, self.parts):
-            coefficients = self.folds.coefficients(result.state)
-            result.score = _score(self.scorer, coefficients, self.classes, *part)
-        return results
-
-
-class _ScoredFold:
-    """A fold problem whose evaluations also carry a scikit-learn score."""
-
-    def __init__(self, problem, scorer, X_val, y_val, weight_val, classes):
-        self.problem = problem
-        self.scorer = scorer
-        self.X_val = X_val
-        self.y_val = y_val
-        self.weight_val = weight_val
-        self.classes = classes
-
-    def initial_state(self):
-        return self.problem.initial_state()
-
-    def evaluate(self, theta, state):
-        result = self.problem.evaluate(theta, state)
-        result.score = _score(
-            self.scorer,
-            self.problem.coefficients(result.state),
-            self.classes,
-            self.X_val,
-            self.y_val,
-            self.weight_val,
-        )
-        return result
