@@ -242,7 +242,7 @@ class LogisticFolds:
         :meth:`fit_whole`, say) rather than from the warm start or zeros."""
         self.warm_start = {**(self.warm_start or {}), "W": np.asarray(W)}
 
-    def fit_whole(self, theta, W0=None, tol=None, low=True):
+    def fit_whole(self, theta, W0=None, tol=None, low=True, prepare=False):
         """Fit the model on all the data (every row, the fit weights) at
         ``θ``, by the folds' Newton solver and preconditioner.
 
@@ -258,6 +258,10 @@ class LogisticFolds:
             quadratic convergence to the end and one more Newton step once
             the tolerance is met, for a final model that sits well inside it
             even when the Hessian is nearly singular (very large C).
+        prepare : bool, default=False
+            Form the preconditioner's Hessian again at the solution, for
+            folds about to start from it (the one formed on the way, from
+            ``W0``, suits them less).
 
         Returns
         -------
@@ -281,6 +285,8 @@ class LogisticFolds:
         converged = bool(solution.converged[0])
         if not low:
             solution = self._newton(whole, theta, solution.W, 0.0, low=False, steps=1)
+        if prepare:
+            self._refresh(whole, solution.decision, solution.proba)
         W = solution.W[0]
         coef, intercept = _split(whole.data, W)
         return coef, intercept, to_numpy(W), converged

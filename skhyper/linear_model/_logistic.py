@@ -330,7 +330,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         folds = self._fold_problems(X, y, y_encoded, weights, splits, None, weighted)
         theta0 = tuning.keywords["theta0"]
         *_, start, start_converged = folds.fit_whole(
-            theta0, tol=max(self.inner_tol, START_TOL)
+            theta0, tol=max(self.inner_tol, START_TOL), prepare=True
         )
         folds.start_from(start)
         result = tuning(folds)
