@@ -149,18 +149,32 @@ class LockstepObjective:
         """``exp(-θ) / S_f``, shape ``(n_folds, 1, 1 or n_features)``."""
         return torch.exp(-theta)[None, None, :] / self._sums[:, None, None]
 
-    def _penalty(self, W, theta):
-        """Per-fold value and gradient of the penalty and symmetry terms."""
+    def _penalty_diagonal(self, theta):
+        """The penalty's Hessian diagonal, laid out like ``W``: ``μ_f`` on
+        the coefficients, zero on the intercept (broadcast over classes)."""
         n_features = self.data.n_features
-        grad = torch.zeros_like(W)
-        grad[:, :, :n_features] = self.penalty_scale(theta) * W[:, :, :n_features]
-        value = 0.5 * (grad * W).sum(dim=(1, 2))
+        diagonal = torch.zeros(
+            (self.n_folds, 1, self.data.n_columns),
+            dtype=self.data.dtype,
+            device=self.data.device,
+        )
+        diagonal[:, :, :n_features] = self.penalty_scale(theta)
+        return diagonal
+
+    def _penalty_gradient(self, W, diagonal):
+        """Per-fold gradient of the penalty and symmetry terms (a linear map
+        of ``W``: also their Hessian-vector product)."""
+        grad = diagonal * W
         symmetry = self.data.symmetry_weight
         if symmetry:
-            total = W[:, :, -1].sum(dim=1)
-            value = value + 0.5 * symmetry * total**2
-            grad[:, :, -1] += symmetry * total[:, None]
-        return value, grad
+            grad[:, :, -1] += symmetry * W[:, :, -1].sum(dim=1, keepdim=True)
+        return grad
+
+    def _penalty(self, W, theta):
+        """Per-fold value and gradient of the penalty and symmetry terms."""
+        grad = self._penalty_gradient(W, self._penalty_diagonal(theta))
+        # The quadratic form ½ Wᵀ P W with P the penalty's Hessian.
+        return 0.5 * (grad * W).sum(dim=(1, 2)), grad
 
     def values(self, W, theta, Z):
         """Per-fold training objective ``ℓ_f(W_f, θ)`` from decision values."""
@@ -199,6 +213,7 @@ class LockstepObjective:
         if low:
             weight, proba = weight.to(torch.float32), proba.to(torch.float32)
         curvature = weight * proba * (1.0 - proba) if proba.shape[2] == 1 else None
+        diagonal = self._penalty_diagonal(theta)
 
         def product(U):
             ZU = self._decision32(U) if low else self.decision(U)
@@ -207,7 +222,7 @@ class LockstepObjective:
             else:
                 R = weight * proba * (ZU - (proba * ZU).sum(dim=2, keepdim=True))
             HU = self._transposed32(R) if low else self.transposed(R)
-            return HU + self._penalty(U, theta)[1], ZU.to(U.dtype)
+            return HU + self._penalty_gradient(U, diagonal), ZU.to(U.dtype)
 
         return product
 
