@@ -61,7 +61,8 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
     ----------
     C : float or array-like of shape (n_features,), default=1.0
         Starting value of the inverse regularisation strength (one value per
-        feature when ``per_feature=True``).
+        feature when ``per_feature=True``), moved into ``C_bounds`` if it
+        lies outside.
     per_feature : bool, default=False
         Tune one C per feature (automatic relevance determination by
         cross-validation).
