@@ -181,13 +181,19 @@ class LockstepObjective:
         data = (self.train_weight * self.losses(Z)).sum(dim=0)
         return data + self._penalty(W, theta)[0]
 
-    def values_and_gradients(self, W, theta, Z):
-        """Per-fold ``ℓ_f``, ``∇ℓ_f`` and the probabilities at ``Z``."""
+    def values_and_gradients(self, W, theta, Z, low=False):
+        """Per-fold ``ℓ_f``, ``∇ℓ_f`` and the probabilities at ``Z``; with
+        ``low`` (and ``low_precision``) the pass over ``X`` for the gradient
+        runs in float32."""
         proba = predict_proba_from_folds(Z)
         residual = self.train_weight[:, :, None] * (proba - self.data.target[:, None])
         penalty, penalty_grad = self._penalty(W, theta)
         values = (self.train_weight * self.losses(Z)).sum(dim=0) + penalty
-        grads = self.transposed(residual) + penalty_grad
+        if low and self.low_precision:
+            data_grads = self._transposed32(residual.to(torch.float32))
+        else:
+            data_grads = self.transposed(residual)
+        grads = data_grads + penalty_grad
         _check_finite(values, grads, "training")
         return values, grads, proba
 
