@@ -197,11 +197,16 @@ class LockstepObjective:
         _check_finite(values, grads, "training")
         return values, grads, proba
 
-    def validation(self, Z, proba):
-        """Per-fold validation loss ``E_f`` and its gradient ``∇E_f``."""
+    def validation(self, Z, proba, low=False):
+        """Per-fold validation loss ``E_f`` and its gradient ``∇E_f`` (its
+        pass over ``X`` in float32 with ``low``, as the right-hand side of a
+        linear system solved no more tightly than that)."""
         residual = self.val_weight[:, :, None] * (proba - self.data.target[:, None])
         losses = (self.val_weight * self.losses(Z)).sum(dim=0)
-        grads = self.transposed(residual)
+        if low and self.low_precision:
+            grads = self._transposed32(residual.to(torch.float32))
+        else:
+            grads = self.transposed(residual)
         _check_finite(losses, grads, "validation")
         return losses, grads
 

@@ -190,9 +190,9 @@ class LogisticFolds:
         solution = self._newton(objective, theta, W0, self.inner_tol)
 
         # Step 2: the linear systems H_f v_f = ∇E_f, from the predicted v_f.
-        losses, rhs = objective.validation(solution.decision, solution.proba)
-        v0 = [_predicted(theta, s, "v", device) for s in states]
         low = objective.low_precision and self.linsys_tol >= LOW_PRECISION_TOL
+        losses, rhs = objective.validation(solution.decision, solution.proba, low)
+        v0 = [_predicted(theta, s, "v", device) for s in states]
         v, _, _, solved = batched_cg(
             objective.hessian_product(theta, solution.proba, low=low),
             rhs,
