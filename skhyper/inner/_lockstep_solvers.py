@@ -67,13 +67,14 @@ def batched_cg(apply, rhs, precondition, *, rtol, max_iter, x0=None):
     """
     n_folds = rhs.shape[0]
     rtol = torch.as_tensor(rtol, dtype=rhs.dtype, device=rhs.device)
-    target = rtol * _dot(rhs, precondition(rhs)).clamp(min=0.0).sqrt()
+    preconditioned = precondition(rhs)
+    target = rtol * _dot(rhs, preconditioned).clamp(min=0.0).sqrt()
     if x0 is None:
         x, residual, decision = torch.zeros_like(rhs), rhs.clone(), None
     else:
         product, _ = apply(x0)
         x, residual, decision = x0.clone(), rhs - product, None
-    preconditioned = precondition(residual)
+        preconditioned = precondition(residual)
     rz = _dot(residual, preconditioned)
     done = rz.clamp(min=0.0).sqrt() <= target
     search = preconditioned
