@@ -45,12 +45,14 @@ def resolve_device(device="auto"):
         raise ValueError("device='meta' holds no data; use device='auto' or 'cpu'")
     if resolved.type not in ("cpu", "cuda"):
         # Other backends (mps, xpu, ...) are known to torch by name even where
-        # absent: only an allocation tells.
+        # absent, and some lack float64, which skhyper computes in: only an
+        # allocation tells.
         try:
-            torch.zeros(1, device=resolved)
-        except (RuntimeError, AssertionError) as exc:
+            torch.zeros(1, dtype=torch.float64, device=resolved)
+        except (RuntimeError, AssertionError, TypeError) as exc:
             raise ValueError(
-                f"device={device!r} is not available here; use device='auto' or 'cpu'"
+                f"device={device!r} is not available here or has no float64; "
+                "use device='auto' or 'cpu'"
             ) from exc
     return resolved
 
