@@ -480,8 +480,6 @@ def test_an_unusable_device_is_a_clear_error(device, match):
     torch = pytest.importorskip("torch")
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    if device == "mps" and torch.backends.mps.is_available():
-        pytest.skip("MPS is available here")
     X, y = _data(40, 3)
     with pytest.raises(ValueError, match=match):
         HypergradLogisticCV(device=device).fit(X, y)
