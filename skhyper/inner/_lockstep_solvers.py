@@ -121,9 +121,6 @@ class LockstepSolution:
         Which folds met the tolerance.
     n_iter : int
         Newton iterations.
-    slow : bool
-        Whether a direction needed more products than the caller's limit: the
-        preconditioner should be refreshed.
     """
 
     W: torch.Tensor
@@ -132,7 +129,6 @@ class LockstepSolution:
     gradient: torch.Tensor
     converged: torch.Tensor
     n_iter: int
-    slow: bool = False
 
 
 def _armijo_steps(objective, theta, W, Z, values, grads, direction, decision, active):
@@ -187,7 +183,7 @@ def lockstep_newton(
         Newton iterations at most.
     slow_after : int
         A direction needing more products calls ``refresh`` before the next
-        one, or, without it, marks the solution ``slow``.
+        one.
     cg_max_iter : int
         Products at most per direction.
     low : bool, default=False
@@ -259,4 +255,4 @@ def lockstep_newton(
         Z = objective.decision(W)
         values, grads, proba, sizes = measure(True)
         active = sizes > tol
-    return LockstepSolution(W, Z, proba, grads, ~active, n_iter, slow)
+    return LockstepSolution(W, Z, proba, grads, ~active, n_iter)

@@ -18,7 +18,11 @@ import numpy as np
 import torch
 
 from ..exceptions import NonFiniteError
-from ._logistic_objective import LogisticObjective, predict_proba_from
+from ._logistic_objective import (
+    LogisticObjective,
+    assemble_hessian,
+    predict_proba_from,
+)
 
 __all__ = ["LockstepObjective", "fold_weight_matrix"]
 
@@ -273,24 +277,7 @@ class LockstepObjective:
         """The mean over folds of their data Hessians, flattened per fold as
         in :meth:`LogisticObjective.hessian`: one Hessian's cost, since every
         block is ``X̃ᵀ diag(c) X̃`` with ``c`` averaged over the folds."""
-        data = self.data
-        n_outputs, width = data.n_outputs, data.n_columns
-        weight = self.train_weight / self.n_folds
-        H = torch.empty(
-            n_outputs * width, n_outputs * width, dtype=data.dtype, device=data.device
-        )
-        for k in range(n_outputs):
-            rows = slice(k * width, (k + 1) * width)
-            for m in range(k, n_outputs):
-                columns = slice(m * width, (m + 1) * width)
-                if n_outputs == 1:
-                    curvature = proba[:, :, 0] * (1.0 - proba[:, :, 0])
-                else:
-                    curvature = proba[:, :, k] * (float(k == m) - proba[:, :, m])
-                H[rows, columns] = self._gram((weight * curvature).sum(1))
-                if m > k:
-                    H[columns, rows] = H[rows, columns].T
-        return H
+        return assemble_hessian(proba, self.train_weight / self.n_folds, self._gram)
 
 
 def predict_proba_from_folds(Z):

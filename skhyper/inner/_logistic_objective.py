@@ -12,7 +12,12 @@ import torch
 
 from ..utils import as_tensor
 
-__all__ = ["LogisticObjective", "pointwise_log_loss", "predict_proba_from"]
+__all__ = [
+    "LogisticObjective",
+    "assemble_hessian",
+    "pointwise_log_loss",
+    "predict_proba_from",
+]
 
 
 class LogisticObjective:
@@ -200,24 +205,7 @@ class LogisticObjective:
         return product
 
     def _data_hessian(self, Z):
-        # Σ_i ŝ_i A_i ⊗ x̃_i x̃_iᵀ with A_i = diag(p_i) - p_i p_iᵀ (p(1-p) for
-        # two classes): block (k, m) is X̃ᵀ diag(ŝ p_k (δ_km - p_m)) X̃, and
-        # the blocks below the diagonal are the transposes of those above.
-        K, d = self.n_outputs, self.n_columns
-        proba = predict_proba_from(Z)
-        H = torch.empty(K * d, K * d, dtype=self.dtype, device=self.device)
-        for k in range(K):
-            rows = slice(k * d, (k + 1) * d)
-            for m in range(k, K):
-                columns = slice(m * d, (m + 1) * d)
-                if K == 1:
-                    curvature = proba[:, 0] * (1.0 - proba[:, 0])
-                else:
-                    curvature = proba[:, k] * (float(k == m) - proba[:, m])
-                H[rows, columns] = self._weighted_gram(self.weight * curvature)
-                if m > k:
-                    H[columns, rows] = H[rows, columns].T
-        return H
+        return assemble_hessian(predict_proba_from(Z), self.weight, self._weighted_gram)
 
     def _weighted_gram(self, c):
         """``X̃ᵀ diag(c) X̃`` with ``X̃ = [X, 1]``, sparse ``X`` kept sparse."""
@@ -286,6 +274,35 @@ def _to_tensor(X, device):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ss]parse.*", category=UserWarning)
         return as_tensor(X, torch.float64, device)
+
+
+def assemble_hessian(proba, weight, gram):
+    """The data Hessian ``Σ_i s_i A_i ⊗ x̃_i x̃_iᵀ``, flattened row-major by
+    class, from per-sample probabilities.
+
+    ``A_i = diag(p_i) - p_i p_iᵀ`` (``p(1-p)`` for two classes), so block
+    ``(k, m)`` is ``gram(c)`` with ``c = s p_k (δ_km - p_m)``; the blocks below
+    the diagonal are the transposes of those above. ``proba`` has shape
+    ``(n_samples, K)`` or ``(n_samples, n_folds, K)``, ``weight`` its shape
+    without the last axis; the weighted curvatures are summed over folds, so
+    that ``weight`` divided by the number of folds gives the folds' mean.
+    """
+    n_samples, n_outputs = proba.shape[0], proba.shape[-1]
+    blocks = {}
+    for k in range(n_outputs):
+        for m in range(k, n_outputs):
+            if n_outputs == 1:
+                curvature = proba[..., 0] * (1.0 - proba[..., 0])
+            else:
+                curvature = proba[..., k] * (float(k == m) - proba[..., m])
+            blocks[k, m] = gram((weight * curvature).reshape(n_samples, -1).sum(1))
+    width = blocks[0, 0].shape[0]
+    H = proba.new_empty(n_outputs * width, n_outputs * width)
+    for (k, m), block in blocks.items():
+        H[k * width : (k + 1) * width, m * width : (m + 1) * width] = block
+        if m > k:
+            H[m * width : (m + 1) * width, k * width : (k + 1) * width] = block.T
+    return H
 
 
 def pointwise_log_loss(Z, target):
