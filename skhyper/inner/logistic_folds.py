@@ -78,8 +78,9 @@ class LogisticFolds:
     Hessians at some earlier point and ``μ̄`` their mean penalty at the
     current ``θ``, so that a new C costs a factorisation, not a Hessian. The
     mean Hessian costs as much as one fold's, since each of its blocks is
-    ``X̃ᵀ diag(c) X̃`` with ``c`` averaged over the folds; it is formed again
-    only when conjugate gradient has become slow.
+    ``X̃ᵀ diag(c) X̃`` with ``c`` averaged over the folds; it is formed at
+    the start fit's solution, and again only when a Newton direction has
+    needed many conjugate-gradient steps.
 
     Examples
     --------
