@@ -95,6 +95,10 @@ class LockstepObjective:
         self.train_weight = torch.as_tensor(train / self.weight_sum, device=device)
         self.val_weight = torch.as_tensor(val / val_sum, device=device)
         self._sums = torch.as_tensor(self.weight_sum, device=device)
+        # Class indices shaped for gathering from decision values.
+        self._labels = torch.as_tensor(
+            np.asarray(y_encoded), dtype=torch.int64, device=device
+        )[:, None, None]
         self._X32 = self._XT32 = None
         if low_precision and data.sparse:
             self._X32 = data.X.to(torch.float32)
@@ -144,10 +148,27 @@ class LockstepObjective:
 
     def losses(self, Z):
         """Per-sample, per-fold log loss, shape ``(n_samples, n_folds)``."""
-        target = self.data.target[:, None, :]
         if Z.shape[2] == 1:
+            target = self.data.target[:, None, :]
             return (torch.nn.functional.softplus(Z) - target * Z)[:, :, 0]
-        return torch.logsumexp(Z, dim=2) - (target * Z).sum(dim=2)
+        return torch.logsumexp(Z, dim=2) - self._true_class_decision(Z)
+
+    def _true_class_decision(self, Z):
+        """Each sample's decision value for its own class, per fold."""
+        labels = self._labels.expand(-1, Z.shape[1], -1)
+        return Z.gather(2, labels)[:, :, 0]
+
+    def _losses_and_proba(self, Z):
+        """:meth:`losses` and :func:`predict_proba_from_folds` from one
+        exponential of the decision values (half the work of the two)."""
+        if Z.shape[2] == 1:
+            return self.losses(Z), torch.sigmoid(Z)
+        largest = Z.amax(dim=2, keepdim=True)
+        exponentials = torch.exp(Z - largest)
+        totals = exponentials.sum(dim=2, keepdim=True)
+        log_partition = (largest + torch.log(totals))[:, :, 0]
+        losses = log_partition - self._true_class_decision(Z)
+        return losses, exponentials / totals
 
     def penalty_scale(self, theta):
         """``exp(-θ) / S_f``, shape ``(n_folds, 1, 1 or n_features)``."""
@@ -189,10 +210,10 @@ class LockstepObjective:
         """Per-fold ``ℓ_f``, ``∇ℓ_f`` and the probabilities at ``Z``; with
         ``low`` (and ``low_precision``) the pass over ``X`` for the gradient
         runs in float32."""
-        proba = predict_proba_from_folds(Z)
+        losses, proba = self._losses_and_proba(Z)
         residual = self.train_weight[:, :, None] * (proba - self.data.target[:, None])
         penalty, penalty_grad = self._penalty(W, theta)
-        values = (self.train_weight * self.losses(Z)).sum(dim=0) + penalty
+        values = (self.train_weight * losses).sum(dim=0) + penalty
         if low and self.low_precision:
             data_grads = self._transposed32(residual.to(torch.float32))
         else:

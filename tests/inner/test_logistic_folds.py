@@ -170,3 +170,38 @@ def test_batched_conjugate_gradient_solves_each_system():
     expected = torch.linalg.solve(A, b.reshape(n_folds, size, 1)).reshape(b.shape)
     np.testing.assert_allclose(x.numpy(), expected.numpy(), rtol=1e-9, atol=1e-12)
     assert bool(converged.all()) and int(n_iter.max()) <= size
+
+
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_lockstep_losses_and_probabilities_match_scikit_learn(n_classes):
+    # Per fold: the weighted mean training log loss (scikit-learn's log_loss
+    # on the training rows) plus ½ exp(-θ)/S ||coef||² (and the intercept
+    # symmetry term), and the probabilities of every row.
+    from scipy.special import expit, softmax
+    from sklearn.metrics import log_loss
+
+    from skhyper.inner._logistic_lockstep import LockstepObjective
+
+    X, y = _classification(n_samples=90, n_features=4, n_classes=n_classes, seed=7)
+    splits = list(StratifiedKFold(3).split(X, y))
+    weight = np.random.default_rng(8).uniform(0.5, 2.0, size=len(y))
+    objective = LockstepObjective(
+        X, y, n_classes, splits, weight, weight, True, torch.device("cpu")
+    )
+    W = torch.as_tensor(np.random.default_rng(9).normal(size=objective.shape))
+    theta = torch.tensor([0.3], dtype=torch.float64)
+    values, _, proba = objective.values_and_gradients(W, theta, objective.decision(W))
+    for f, (train, _) in enumerate(splits):
+        coef, intercept = W[f, :, :-1].numpy(), W[f, :, -1].numpy()
+        Z = X @ coef.T + intercept
+        expected_proba = expit(Z) if n_classes == 2 else softmax(Z, axis=1)
+        np.testing.assert_allclose(proba[:, f].numpy(), expected_proba, rtol=1e-12)
+        labels = np.arange(n_classes)
+        full = np.c_[1 - expected_proba, expected_proba] if n_classes == 2 else None
+        full = expected_proba if full is None else full
+        data = log_loss(
+            y[train], full[train], sample_weight=weight[train], labels=labels
+        )
+        penalty = 0.5 * np.exp(-0.3) / weight[train].sum() * (coef**2).sum()
+        penalty += 0.5 * objective.data.symmetry_weight * intercept.sum() ** 2
+        np.testing.assert_allclose(float(values[f]), data + penalty, rtol=1e-12)
