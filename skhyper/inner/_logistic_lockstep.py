@@ -248,7 +248,8 @@ class LockstepObjective:
         weight = self.train_weight[:, :, None]
         if low:
             weight, proba = weight.to(torch.float32), proba.to(torch.float32)
-        curvature = weight * proba * (1.0 - proba) if proba.shape[2] == 1 else None
+        weighted = weight * proba
+        curvature = weighted * (1.0 - proba) if proba.shape[2] == 1 else None
         diagonal = self._penalty_diagonal(theta)
 
         def product(U):
@@ -256,7 +257,7 @@ class LockstepObjective:
             if curvature is not None:
                 R = curvature * ZU
             else:
-                R = weight * proba * (ZU - (proba * ZU).sum(dim=2, keepdim=True))
+                R = weighted * (ZU - (proba * ZU).sum(dim=2, keepdim=True))
             HU = self._transposed32(R) if low else self.transposed(R)
             return HU + self._penalty_gradient(U, diagonal), ZU.to(U.dtype)
 
