@@ -34,8 +34,10 @@ def hypergradient(
         AID-CG, AID-FP, AID with GMRES, a dense solve, reverse-mode ITD,
         forward-mode ITD.
     tol, max_iter, v0, warn
-        Linear-system settings of AID (see :func:`aid`); ``exact`` and ITD
-        ignore them, except that ``max_iter`` is ITD's default ``n_steps``.
+        Linear-system settings of AID (see :func:`aid`). ``exact`` ignores
+        them; ITD takes ``max_iter`` as its default ``n_steps`` and ``tol``
+        as the tolerance of its truncation estimate (:func:`itd`), and never
+        warns.
     n_steps : int, default=None
         ITD iterations ``t``; defaults to ``max_iter``.
 
@@ -82,5 +84,5 @@ def hypergradient(
     if method in ("itd", "itd-forward"):
         mode = "forward" if method == "itd-forward" else "reverse"
         steps = max_iter if n_steps is None else n_steps
-        return itd(fp_map, outer_loss, w, hparams, steps, mode=mode)
+        return itd(fp_map, outer_loss, w, hparams, steps, mode=mode, tol=tol)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -308,7 +308,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             hyperparameter="C",
             bounds=(low, high),
             inner_hint="increase inner_max_iter or relax inner_tol",
-            linsys_hint="increase linsys_max_iter or relax linsys_tol",
+            linsys_hint=self._linsys_hint(X),
             notes=_scale_notes(X),
         )
 
@@ -515,6 +515,26 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             problems.append(problem)
         return problems
 
+    def _linsys_hint(self, X):
+        """What to change when the hypergradient's systems stopped early."""
+        hint = "increase linsys_max_iter or relax linsys_tol"
+        if self.hypergrad in ("fp", "itd") and not self._newton(X):
+            # After L-BFGS the map they iterate is a gradient step, whose
+            # rate is 1 - (smallest curvature) / (largest): near one.
+            hint += (
+                "; after L-BFGS, fp and itd iterate a gradient step that "
+                "contracts slowly, and hypergrad='cg' converges far faster"
+            )
+        return hint
+
+    def _newton(self, X):
+        """Whether the folds are solved by Newton's method."""
+        from ..inner.logistic import NEWTON_MAX_WEIGHTS
+
+        return self.solver == "newton" or (
+            self.solver == "auto" and self._n_weights(X) <= NEWTON_MAX_WEIGHTS
+        )
+
     def _n_weights(self, X):
         """Number of weights of the model: (features + intercept) per class
         beyond the first of two."""
@@ -524,12 +544,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
     def _lockstep(self, X):
         """Whether the folds are solved together (:class:`LogisticFolds`):
         conjugate-gradient hypergradients after Newton solves."""
-        from ..inner.logistic import NEWTON_MAX_WEIGHTS
-
-        newton = self.solver == "newton" or (
-            self.solver == "auto" and self._n_weights(X) <= NEWTON_MAX_WEIGHTS
-        )
-        return newton and self.hypergrad == "cg"
+        return self._newton(X) and self.hypergrad == "cg"
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

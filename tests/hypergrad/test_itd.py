@@ -161,3 +161,34 @@ def test_itd_rejects_bad_settings(logistic, kwargs):
 
     with pytest.raises(ValueError):
         itd(problem.fp_map, problem.outer_loss, w0, problem.lam, **arguments)
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward"])
+@pytest.mark.parametrize("n_steps", [5, 20, 60])
+def test_truncation_estimate_tracks_the_true_error(mode, n_steps):
+    # Φ(w, λ) = diag(q) w + λ c from its fixed point w* = λ c / (1 - q), with
+    # E = Σ w: the exact hypergradient is Σ c_i / (1 - q_i), and t steps of
+    # ITD sum Σ c_i (1 - q_i^t) / (1 - q_i).
+    q = torch.tensor([0.9, 0.5, 0.1], dtype=torch.float64)
+    c = torch.ones(3, dtype=torch.float64)
+    lam = torch.tensor(2.0, dtype=torch.float64)
+
+    def fp_map(w, lam):
+        return q * w + lam * c
+
+    def outer_loss(w, lam):
+        return w.sum()
+
+    exact = float((c / (1 - q)).sum())
+    result = itd(fp_map, outer_loss, lam * c / (1 - q), lam, n_steps, mode=mode)
+    true_error = abs(float(result.grad) - exact) / exact
+    estimate = float(result.info.message.split("error ")[1])
+    assert true_error == pytest.approx(float((q**n_steps / (1 - q)).sum()) / exact)
+    assert 0.5 * true_error <= estimate <= 2.0 * true_error
+    # The errors are 0.45, 0.093 and 0.0014: a tolerance of 1e-2 passes the
+    # last only.
+    checked = itd(
+        fp_map, outer_loss, lam * c / (1 - q), lam, n_steps, mode=mode, tol=1e-2
+    )
+    assert checked.info.converged == (n_steps == 60)
+    assert result.info.converged  # no tolerance, no test

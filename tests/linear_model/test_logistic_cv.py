@@ -493,3 +493,23 @@ def test_a_single_split_is_accepted_like_grid_search_cv():
     np.testing.assert_allclose(
         -model.best_score_, _cv_log_loss(X, y, model.C_, cv), rtol=1e-5
     )
+
+
+def test_itd_warns_when_its_steps_truncate_the_hypergradient():
+    # After L-BFGS, ITD iterates a gradient step whose rate is close to one on
+    # standardised breast cancer: 30 steps give a hypergradient far from the
+    # implicit one, and the fit must say so. After Newton the map contracts
+    # at once and ITD's C is CG's.
+    X, y = load_breast_cancer(return_X_y=True)
+    X = StandardScaler().fit_transform(X)[::2]
+    y = y[::2]
+    cv = StratifiedKFold(3)
+    with pytest.warns(ConvergenceWarning, match="linsys_max_iter.*hypergrad='cg'"):
+        HypergradLogisticCV(
+            hypergrad="itd", solver="lbfgs", linsys_max_iter=30, cv=cv, max_iter=3
+        ).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        itd = HypergradLogisticCV(hypergrad="itd", solver="newton", cv=cv).fit(X, y)
+    cg = HypergradLogisticCV(cv=cv).fit(X, y)
+    np.testing.assert_allclose(itd.C_, cg.C_, rtol=1e-3)
