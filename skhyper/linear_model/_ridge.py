@@ -49,8 +49,9 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         and a coarse scan of ``alpha_bounds``, one point per decade, which is
         cheap since one factorisation per fold serves every alpha. With
         ``per_feature=True`` a number first tunes one shared alpha that way,
-        and the per-feature search starts from it; an array starts it
-        directly.
+        and the per-feature search starts from it (from this value when the
+        shared alpha sits on a bound, where the CV loss is flat); an array
+        starts it directly.
     per_feature : bool, default=False
         Tune one alpha per feature (automatic relevance determination by
         cross-validation).
@@ -260,9 +261,12 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         folds = self._folds(X, y, weights, splits, mode)
         if mode == "per_feature" and np.ndim(self.alpha) == 0:
             # One shared alpha, tuned first by the cheap spectral path, is
-            # the start of the per-feature search.
+            # the start of the per-feature search, unless it sits on a bound:
+            # there the CV loss is flat in every log alpha, and the search
+            # would stop where it started.
             shared = self._tune(folds, "scalar", theta0[:1], bounds)
-            theta0 = np.full(n_alphas, shared.theta[0])
+            if not (shared.at_lower[0] or shared.at_upper[0]):
+                theta0 = np.full(n_alphas, shared.theta[0])
         result = self._tune(folds, mode, theta0, bounds)
         warn_on_failures(
             result,

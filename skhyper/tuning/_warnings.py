@@ -21,8 +21,9 @@ def warn_on_failures(
     bounds : tuple of float, or list of tuples
         The user's bounds (not in log space), named when the optimum sits on
         one of them; one pair per name when several names are given. With
-        one name and many entries (per-feature values), bounds are not
-        reported: features whose value runs to a bound are expected.
+        one name and many entries (per-feature values), a value at a bound
+        is expected (a useless feature's penalty runs to its bound) and is
+        reported only when every entry sits on the same bound.
     inner_hint, linsys_hint : str
         What to change when the inner solver or the linear system stopped
         early (``"increase inner_max_iter"``).
@@ -81,9 +82,29 @@ def warn_on_failures(
                     f"the best {name} sits at the {side} bound {value:g}; "
                     f"widen the bounds of {name}"
                 )
+    elif len(names) == 1 and result.theta.size > 1:
+        messages.extend(_all_at_one_bound(names[0], pairs[0], result))
     messages.extend(notes)
     if messages:
         text = "; ".join(messages)
         warnings.warn(
             text[0].upper() + text[1:] + ".", ConvergenceWarning, stacklevel=3
         )
+
+
+def _all_at_one_bound(name, bounds, result):
+    """A message when every per-feature value sits on the same bound: either
+    their optimum lies beyond it, or the search stopped on a plateau (the CV
+    loss flattens in ``log`` of a value near a bound where it stops mattering)."""
+    for side, value, flags in (
+        ("lower", bounds[0], result.at_lower),
+        ("upper", bounds[1], result.at_upper),
+    ):
+        if bool(flags.all()):
+            return [
+                f"all {flags.size} per-feature values of {name} sit at the "
+                f"{side} bound {value:g}; widen the bounds of {name}, or, if "
+                "the search stopped where the CV loss is flat, start it from an "
+                f"array of {name} values well inside them"
+            ]
+    return []

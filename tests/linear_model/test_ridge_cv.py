@@ -338,6 +338,28 @@ def test_per_feature_array_start_is_used():
     assert model.alpha_.shape == (4,)
 
 
+def test_per_feature_search_does_not_start_on_the_flat_lower_bound():
+    # Few informative features, little noise: one shared alpha wants the lower
+    # bound, where the CV loss is flat in every log alpha. Started there, the
+    # per-feature search stopped at once (CV MSE 58.8, the shared one's); it
+    # must start from alpha instead and find the noise features' penalties.
+    X, y = make_regression(120, 60, n_informative=5, noise=5, random_state=0)
+    cv = KFold(5)
+    with pytest.warns(ConvergenceWarning, match="lower bound"):
+        scalar = HypergradRidgeCV(cv=cv).fit(X, y)
+    assert scalar.alpha_ == pytest.approx(1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = HypergradRidgeCV(per_feature=True, cv=cv, max_iter=10).fit(X, y)
+    np.testing.assert_allclose(model.cv_results_["param_alpha"][0], 1.0)
+    # Brute force: a penalty alpha_j on feature j is Ridge(alpha=1) on the
+    # feature divided by sqrt(alpha_j).
+    scaled = X / np.sqrt(model.alpha_)
+    brute = _kfold_loss(scaled, y, 1.0, cv)
+    assert -model.best_score_ == pytest.approx(brute, rel=1e-6)
+    assert brute < 0.5 * -scalar.best_score_
+
+
 def test_random_state_shuffles_integer_cv():
     X, y = _data()
     seeded = HypergradRidgeCV(cv=4, random_state=0).fit(X, y)

@@ -72,6 +72,22 @@ def test_optimum_outside_the_bounds_is_reported_at_the_bound():
         )
 
 
+def test_per_feature_values_all_on_one_bound_are_reported():
+    # Two per-feature values whose optima lie beyond the lower bound: both end
+    # on it, which is reported; one of two on a bound is not.
+    bounds = (np.log(0.1), np.log(10.0))
+    kwargs = dict(hyperparameter="alpha", inner_hint="-", linsys_hint="-")
+    both = tune([QuadraticFold([-4.0, -5.0])], [0.0, 0.0], bounds)
+    assert both.at_lower.all()
+    with pytest.warns(ConvergenceWarning, match="All 2 per-feature values of alpha"):
+        warn_on_failures(both, bounds=(0.1, 10.0), **kwargs)
+    one = tune([QuadraticFold([-4.0, 1.0])], [0.0, 0.0], bounds)
+    assert one.at_lower[0] and not one.at_lower[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        warn_on_failures(one, bounds=(0.1, 10.0), **kwargs)
+
+
 def test_non_finite_evaluations_are_skipped_and_best_finite_kept():
     # The unconstrained minimum (θ = 2) lies where the folds overflow.
     problems = [QuadraticFold([2.0], finite_below=1.0)]
