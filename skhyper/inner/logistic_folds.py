@@ -55,6 +55,11 @@ class LogisticFolds:
         Fit an unpenalised intercept.
     per_feature : bool, default=False
         One C per feature instead of one in all.
+    low_precision : bool, default=None
+        Float32 Hessian-vector products (see
+        :class:`~skhyper.inner._logistic_lockstep.LockstepObjective`);
+        ``None`` means with one C only: one C per feature asks L-BFGS-B for
+        many accurate derivatives, which float32 products would blur at 1e-6.
     inner_tol : float, default=1e-8
         Gradient tolerance (largest entry) of each fold's mean-scaled loss.
     inner_max_iter : int, default=500
@@ -108,6 +113,7 @@ class LogisticFolds:
         val_weight=None,
         fit_intercept=True,
         per_feature=False,
+        low_precision=None,
         inner_tol=1e-8,
         inner_max_iter=500,
         linsys_tol=1e-8,
@@ -130,9 +136,7 @@ class LogisticFolds:
             val_weight,
             fit_intercept,
             resolve_device(device),
-            # One C per feature asks L-BFGS-B for many accurate derivatives;
-            # float32 products would blur them at 1e-6.
-            low_precision=not per_feature,
+            low_precision=not per_feature if low_precision is None else low_precision,
         )
         self.per_feature = bool(per_feature)
         self.inner_tol = float(inner_tol)

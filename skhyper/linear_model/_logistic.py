@@ -5,11 +5,13 @@ fitted model unpickles and predicts with numpy alone.
 """
 
 import numbers
+import warnings
 from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import check_scoring
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
@@ -42,6 +44,9 @@ LBFGS_REFIT_TOL = 1e-9
 # Columns of X with a root mean square above this make the training problems
 # badly conditioned at the large Cs of the default bounds.
 LARGE_SCALE = 1e4
+# A single C this close to a bound (in log C, the line search's resolution)
+# sits on it.
+SHARED_BOUND = 1e-3
 # The fit at the starting C only starts the folds, whose own solutions lie
 # about this far (in gradient) from it: a tighter one would not help them.
 START_TOL = 1e-3
@@ -60,9 +65,11 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
     Parameters
     ----------
     C : float or array-like of shape (n_features,), default=1.0
-        Starting value of the inverse regularisation strength (one value per
-        feature when ``per_feature=True``), moved into ``C_bounds`` if it
-        lies outside.
+        Starting value of the inverse regularisation strength, moved into
+        ``C_bounds`` if it lies outside. With ``per_feature=True``, a number
+        first tunes one shared C from there, and the per-feature search
+        starts from it (from this value when the shared C sits on a bound,
+        where the CV loss is flat); an array starts it directly.
     per_feature : bool, default=False
         Tune one C per feature (automatic relevance determination by
         cross-validation).
@@ -284,6 +291,10 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             self.cv, X, y, classifier=True, random_state=self.random_state
         )
         check_folds_have_classes(splits, y_encoded, fit_weights, self.classes_)
+        if self.per_feature and np.ndim(self.C) == 0:
+            theta0 = np.full(
+                n_values, self._shared_log_C(X, y, sample_weight, splits, theta0[0])
+            )
 
         tuning = partial(
             tune,
@@ -319,6 +330,26 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         self.best_score_ = float(self.cv_results_["mean_test_score"][result.best_index])
         self.n_iter_ = int(result.n_iter)
         return self
+
+    def _shared_log_C(self, X, y, sample_weight, splits, theta0):
+        """``log`` of the best single C on the same folds: the start of a
+        per-feature search, which then can only improve on it. When it sits
+        on a bound, ``theta0`` instead: there the CV loss is flat in every
+        ``log C``, and the per-feature search would stop where it started.
+        """
+        params = self.get_params(deep=False)
+        params.update(per_feature=False, cv=splits, scoring=None, verbose=0)
+        shared = type(self)(**params)
+        # In float64 throughout, as the per-feature search: with float32
+        # products, weights and repeated rows would start it 1e-6 apart.
+        shared._precise = True
+        with warnings.catch_warnings():
+            # Its warnings (a bound, say) concern a start, not the result.
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            shared.fit(X, y, sample_weight)
+        theta = float(np.log(shared.C_))
+        low, high = np.log(check_bounds(self.C_bounds, "C_bounds"))
+        return theta0 if min(theta - low, high - theta) < SHARED_BOUND else theta
 
     def _tune_in_lockstep(self, tuning, X, y, y_encoded, weights, splits, weighted):
         """Tune with all folds solved together; the model on all the data is
@@ -471,6 +502,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
                 val_weight=weights,
                 fit_intercept=self.fit_intercept,
                 per_feature=self.per_feature,
+                low_precision=False if getattr(self, "_precise", False) else None,
                 inner_tol=self.inner_tol,
                 inner_max_iter=self.inner_max_iter,
                 linsys_tol=self.linsys_tol,
