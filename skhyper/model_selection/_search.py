@@ -7,7 +7,7 @@ import time
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
-from sklearn.metrics import check_scoring
+from sklearn.metrics import check_scoring, get_scorer
 from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_array, indexable
@@ -67,8 +67,12 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
         classifiers).
     scoring : str or callable, default=None
         Scorer reported in ``cv_results_`` and used to choose the best
-        iterate; the estimator's ``score`` when None. The optimised objective
-        is always the smooth validation loss (squared error, log loss).
+        iterate. ``None`` means the estimator's ``score`` for regressors
+        (R²) and ``"neg_log_loss"`` for classifiers: their ``score``,
+        accuracy, is piecewise constant in the hyperparameters and would
+        keep an arbitrary iterate (often the start) among those the search
+        visits. The optimised objective is always the smooth validation loss
+        (squared error, log loss).
     refit : bool, default=True
         Refit a plain scikit-learn estimator on the whole data with the best
         parameters.
@@ -314,7 +318,7 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
         self.n_splits_ = len(splits)
         y_encoded, extra = adapter.prepare_targets(np.asarray(y))
         folds = self._make_folds(X, y_encoded, y, splits, sample_weight, extra)
-        self.scorer_ = check_scoring(final if prefix else self.estimator, self.scoring)
+        self.scorer_ = self._scorer(final if prefix else self.estimator)
         settings = {
             "hypergrad": self.hypergrad,
             "linsys_tol": self.linsys_tol,
@@ -445,9 +449,19 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
         check_is_fitted(self, "best_estimator_")
         return self.best_estimator_.transform(X)
 
+    def _scorer(self, estimator):
+        """The scorer of the iterates (see ``scoring``)."""
+        if self.scoring is None and is_classifier(estimator):
+            return get_scorer("neg_log_loss")
+        return check_scoring(estimator, self.scoring)
+
     def score(self, X, y=None):
-        """Score of ``best_estimator_`` on ``(X, y)`` with ``scorer_``."""
+        """Score of ``best_estimator_`` on ``(X, y)``: with ``scoring``'s
+        scorer when one was given, else by its own ``score`` method, as
+        GridSearchCV does."""
         check_is_fitted(self, "best_estimator_")
+        if self.scoring is None:
+            return self.best_estimator_.score(X, y)
         return self.scorer_(self.best_estimator_, X, y)
 
     def __sklearn_tags__(self):
