@@ -123,20 +123,30 @@ def initial_log_values(value, size, name):
     return np.log(values)
 
 
-def cv_splits(cv, X, y, *, classifier=False, random_state=None):
+def cv_splits(cv, X, y, *, classifier=False, random_state=None, groups=None):
     """Return the folds as a list of ``(train, test)`` index arrays.
 
     ``cv`` is what :func:`sklearn.model_selection.check_cv` takes (``None``
     meaning 5 folds). When ``cv`` is a number and ``random_state`` is not
     ``None``, the rows are shuffled with that seed before splitting.
+    ``groups`` goes to the splitter (``GroupKFold`` and the like need it).
     """
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape[:1] != (X.shape[0],):
+            raise ValueError(
+                f"groups has {groups.shape[0] if groups.ndim else 0} entries for "
+                f"{X.shape[0]} samples"
+            )
     if cv is None:
         cv = 5
     if isinstance(cv, numbers.Integral) and random_state is not None:
         splitter = StratifiedKFold if classifier else KFold
         cv = splitter(int(cv), shuffle=True, random_state=random_state)
     splitter = check_cv(cv, y, classifier=classifier)
-    splits = [(np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(X, y)]
+    splits = [
+        (np.asarray(tr), np.asarray(te)) for tr, te in splitter.split(X, y, groups)
+    ]
     if not splits:
         raise ValueError("cv must give at least one split, got none")
     return splits

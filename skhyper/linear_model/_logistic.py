@@ -265,7 +265,7 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         self.verbose = verbose
         self.random_state = random_state
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, groups=None):
         """Tune C by hypergradient cross-validation, then refit on all data.
 
         Parameters
@@ -276,6 +276,9 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
             Class labels, of any hashable type.
         sample_weight : float or array-like of shape (n_samples,), default=None
             Non-negative weights; a weight equals repeating the row.
+        groups : array-like of shape (n_samples,), default=None
+            Group labels of the rows, for a ``cv`` that splits by group
+            (``GroupKFold``, ``LeaveOneGroupOut``), as in GridSearchCV's fit.
 
         Returns
         -------
@@ -288,7 +291,12 @@ class HypergradLogisticCV(LinearClassifierMixin, ClassifierMixin, BaseEstimator)
         n_values = X.shape[1] if self.per_feature else 1
         theta0 = initial_log_values(self.C, n_values, "C")
         splits = cv_splits(
-            self.cv, X, y, classifier=True, random_state=self.random_state
+            self.cv,
+            X,
+            y,
+            classifier=True,
+            random_state=self.random_state,
+            groups=groups,
         )
         check_folds_have_classes(splits, y_encoded, fit_weights, self.classes_)
         if self.per_feature and np.ndim(self.C) == 0:

@@ -218,7 +218,7 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         self.verbose = verbose
         self.random_state = random_state
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self, X, y, sample_weight=None, groups=None):
         """Tune alpha by hypergradient cross-validation, then refit on all data.
 
         Parameters
@@ -230,6 +230,9 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         sample_weight : float or array-like of shape (n_samples,), default=None
             Non-negative weights; a weight equals repeating the row (within
             the fold the row falls in).
+        groups : array-like of shape (n_samples,), default=None
+            Group labels of the rows, for a ``cv`` that splits by group
+            (``GroupKFold``, ``LeaveOneGroupOut``), as in GridSearchCV's fit.
 
         Returns
         -------
@@ -256,7 +259,7 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         low, high = check_bounds(self.alpha_bounds, "alpha_bounds")
         n_alphas = {"scalar": 1, "per_feature": X.shape[1]}.get(mode, y.shape[-1])
         theta0 = initial_log_values(self.alpha, n_alphas, "alpha")
-        splits = cv_splits(self.cv, X, y, random_state=self.random_state)
+        splits = cv_splits(self.cv, X, y, random_state=self.random_state, groups=groups)
         bounds = (np.log(low), np.log(high))
         folds = self._folds(X, y, weights, splits, mode)
         if mode == "per_feature" and np.ndim(self.alpha) == 0:

@@ -276,6 +276,20 @@ def test_per_feature_search_starts_from_the_best_single_C():
 # Labels, folds, inputs.
 
 
+def test_group_splitters_get_the_groups():
+    from sklearn.model_selection import GroupKFold
+
+    X, y = _data(150, 4, 3, seed=3)
+    groups = np.arange(150) % 5
+    cv = GroupKFold(5)
+    model = HypergradLogisticCV(cv=cv, device="cpu").fit(X, y, groups=groups)
+    losses = []
+    for train, test in cv.split(X, y, groups):
+        fitted = _reference(model.C_).fit(X[train], y[train])
+        losses.append(log_loss(y[test], fitted.predict_proba(X[test])))
+    assert -model.best_score_ == pytest.approx(np.mean(losses), rel=1e-6)
+
+
 def test_labels_of_any_type_keep_probabilities_aligned_to_classes():
     X, y = _data(180, 4, 3, seed=5)
     names = np.array(["setosa", "versicolor", "virginica"], dtype=object)

@@ -360,6 +360,23 @@ def test_per_feature_search_does_not_start_on_the_flat_lower_bound():
     assert brute < 0.5 * -scalar.best_score_
 
 
+def test_group_splitters_get_the_groups():
+    from sklearn.model_selection import GroupKFold
+
+    X, y = _data(90, 5, noise=3.0)
+    groups = np.arange(90) % 6
+    cv = GroupKFold(3)
+    model = HypergradRidgeCV(cv=cv).fit(X, y, groups=groups)
+    losses = []
+    for train, test in cv.split(X, y, groups):
+        assert not set(groups[train]) & set(groups[test])
+        fitted = Ridge(alpha=model.alpha_).fit(X[train], y[train])
+        losses.append(np.mean((fitted.predict(X[test]) - y[test]) ** 2))
+    assert -model.best_score_ == pytest.approx(np.mean(losses), rel=1e-8)
+    with pytest.raises(ValueError, match="groups has 2 entries for 90 samples"):
+        HypergradRidgeCV(cv=cv).fit(X, y, groups=[0, 1])
+
+
 def test_random_state_shuffles_integer_cv():
     X, y = _data()
     seeded = HypergradRidgeCV(cv=4, random_state=0).fit(X, y)
