@@ -7,18 +7,16 @@ import time
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
-from sklearn.metrics import check_scoring, get_scorer
+from sklearn.metrics import check_scoring, log_loss, make_scorer
 from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_array, indexable
 from sklearn.utils._indexing import _safe_indexing
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..linear_model._base import check_device, check_positive, check_sample_weight
 from ._adapters import adapter_for
 
 __all__ = ["HypergradSearchCV"]
@@ -235,9 +233,11 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
             start.append(math.log(value))
         adapter.check(final, tuned)
         for name in ("max_iter", "linsys_max_iter"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            check_positive(getattr(self, name), name, numbers.Integral)
+        check_positive(self.linsys_tol, "linsys_tol")
+        check_positive(self.tol, "tol", include_zero=True)
+        check_positive(self.verbose, "verbose", numbers.Integral, include_zero=True)
+        check_device(self.device)
         if not isinstance(self.refit, bool):
             raise ValueError(
                 "refit must be True or False; HypergradSearchCV has a single "
@@ -309,8 +309,9 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
         adapter, prefix, final, tuned, bounds, start = self._check_params(
             n_features or 1
         )
+        _check_targets(y, is_classifier(final))
         if sample_weight is not None:
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+            sample_weight = check_sample_weight(sample_weight, len(y), np.float64)
 
         # Step 1: the folds, with the Pipeline's first steps fitted on each.
         cv = check_cv(self.cv, y, classifier=is_classifier(self.estimator))
@@ -318,7 +319,11 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
         self.n_splits_ = len(splits)
         y_encoded, extra = adapter.prepare_targets(np.asarray(y))
         folds = self._make_folds(X, y_encoded, y, splits, sample_weight, extra)
-        self.scorer_ = self._scorer(final if prefix else self.estimator)
+        if prefix:
+            # Defaults that depend on the number of features (gamma=None is
+            # 1 / n_features) count those the first steps pass on.
+            *_, start = self._check_params(folds[0]["X_train"].shape[1])
+        self.scorer_ = self._scorer(final if prefix else self.estimator, y)
         settings = {
             "hypergrad": self.hypergrad,
             "linsys_tol": self.linsys_tol,
@@ -449,10 +454,16 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
         check_is_fitted(self, "best_estimator_")
         return self.best_estimator_.transform(X)
 
-    def _scorer(self, estimator):
-        """The scorer of the iterates (see ``scoring``)."""
+    def _scorer(self, estimator, y):
+        """The scorer of the iterates (see ``scoring``); a classifier's log
+        loss knows every class of ``y``, which a validation part may miss."""
         if self.scoring is None and is_classifier(estimator):
-            return get_scorer("neg_log_loss")
+            return make_scorer(
+                log_loss,
+                greater_is_better=False,
+                response_method="predict_proba",
+                labels=np.unique(y),
+            )
         return check_scoring(estimator, self.scoring)
 
     def score(self, X, y=None):
@@ -516,3 +527,13 @@ def _check_bounds(name, bounds):
             f"param_bounds[{name!r}] must satisfy 0 < low <= high < inf, got {bounds!r}"
         )
     return low, high
+
+
+def _check_targets(y, classifier):
+    """Refuse targets the final step cannot learn from, with scikit-learn's
+    own messages: labels of a continuous type for a classifier, NaN or
+    infinity for a regressor."""
+    if classifier:
+        check_classification_targets(y)
+    else:
+        check_array(y, ensure_2d=False, dtype="numeric", input_name="y")

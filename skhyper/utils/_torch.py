@@ -96,7 +96,12 @@ def as_tensor(array, dtype, device):
             torch.as_tensor(csr.data, dtype=dtype),
             size=csr.shape,
         ).to(device)
-    return torch.as_tensor(np.asarray(array), dtype=dtype).to(device)
+    array = np.asarray(array)
+    if not array.flags.writeable:
+        # A read-only array (a DataFrame's values, a memory map) cannot be
+        # shared with torch, which would warn; copy it instead.
+        return torch.tensor(array, dtype=dtype, device=device)
+    return torch.as_tensor(array, dtype=dtype).to(device)
 
 
 def to_numpy(tensor):

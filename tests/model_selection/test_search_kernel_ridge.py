@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 from sklearn.datasets import load_diabetes
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import Lasso
 from sklearn.model_selection import GridSearchCV, KFold
@@ -152,3 +153,30 @@ def test_unsupported_estimator_and_parameter_are_refused(diabetes):
         ).fit(X, y)
     with pytest.raises(ValueError, match="0 < low <= high"):
         HypergradSearchCV(KernelRidge(), {"alpha": (-1.0, 1.0)}).fit(X, y)
+
+
+def test_gamma_starts_at_one_over_the_features_the_pipeline_passes_on(diabetes):
+    # gamma=None is 1 / n_features of KernelRidge's own input: 1/2 after PCA
+    # to two components, not 1/10 of the raw data.
+    from sklearn.decomposition import PCA
+
+    X, y = diabetes
+    pipe = make_pipeline(PCA(n_components=2), KernelRidge(kernel="rbf"))
+    search = HypergradSearchCV(
+        pipe, {"kernelridge__gamma": (1e-3, 10.0)}, cv=3, max_iter=1
+    ).fit(X, y)
+    assert search.cv_results_["params"][0]["kernelridge__gamma"] == pytest.approx(0.5)
+
+
+def test_a_dataframe_gives_no_torch_warning(diabetes):
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    X, y = diabetes
+    frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter=2
+        HypergradSearchCV(KernelRidge(), {"alpha": (1e-3, 1e3)}, cv=3, max_iter=2).fit(
+            frame, y
+        )

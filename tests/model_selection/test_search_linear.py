@@ -206,7 +206,7 @@ def test_bad_search_settings_get_clear_errors(diabetes):
         HypergradSearchCV(Ridge(), bounds, init={"alpah": 1.0}).fit(X, y)
     with pytest.raises(ValueError, match="positive number"):
         HypergradSearchCV(Ridge(), bounds, init={"alpha": -1.0}).fit(X, y)
-    with pytest.raises(ValueError, match="max_iter must be a positive integer"):
+    with pytest.raises(ValueError, match="max_iter == 0, must be > 0"):
         HypergradSearchCV(Ridge(), bounds, max_iter=0).fit(X, y)
     with pytest.raises(ValueError, match="multi-metric scoring is not supported"):
         HypergradSearchCV(Ridge(), bounds, scoring=["r2", "max_error"]).fit(X, y)
@@ -218,3 +218,55 @@ def test_bad_search_settings_get_clear_errors(diabetes):
         HypergradSearchCV(
             LogisticRegression(solver="liblinear"), {"C": (1e-2, 1e2)}
         ).fit(X, y > 140)
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"tol": -1.0}, "tol"),
+        ({"linsys_tol": -1.0}, "linsys_tol"),
+        ({"verbose": -3}, "verbose"),
+        ({"device": "tpu"}, "device"),
+    ],
+)
+def test_numeric_and_device_settings_are_validated(diabetes, params, match):
+    X, y = diabetes
+    with pytest.raises(ValueError, match=match):
+        HypergradSearchCV(Ridge(), {"alpha": (1e-3, 1e3)}, **params).fit(X, y)
+
+
+def test_bad_targets_and_weights_get_scikit_learns_errors(diabetes, cancer):
+    X, y = diabetes
+    bounds = {"alpha": (1e-3, 1e3)}
+    y_nan = y.astype(float)
+    y_nan[3] = np.nan
+    with pytest.raises(ValueError, match="y contains NaN"):
+        HypergradSearchCV(Ridge(), bounds).fit(X, y_nan)
+    weights = np.ones(len(y))
+    weights[0] = -1.0
+    with pytest.raises(ValueError, match="non-negative"):
+        HypergradSearchCV(Ridge(), bounds).fit(X, y, sample_weight=weights)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        HypergradSearchCV(LogisticRegression(), {"C": (1e-2, 1e2)}).fit(X, y / 7.0)
+
+
+def test_a_validation_part_missing_a_class_is_scored_with_every_class():
+    # Class 1 has three rows: some validation parts have none of it, which
+    # the default log-loss scoring must take (labels from all of y).
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    rows = np.r_[0:50, 50:53, 100:150]
+    X, y = X[rows], y[rows]
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    search = HypergradSearchCV(
+        LogisticRegression(), {"C": (1e-2, 1e2)}, cv=cv, max_iter=5
+    ).fit(X, y)
+    assert any(len(np.unique(y[val])) < 3 for _, val in cv.split(X, y))
+    tight = LogisticRegression(C=search.best_params_["C"], tol=1e-10, max_iter=10000)
+    losses = [
+        log_loss(
+            y[va], clone(tight).fit(X[tr], y[tr]).predict_proba(X[va]), labels=[0, 1, 2]
+        )
+        for tr, va in cv.split(X, y)
+    ]
+    assert -search.best_score_ == pytest.approx(np.mean(losses), rel=1e-4)
