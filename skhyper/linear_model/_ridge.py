@@ -287,6 +287,11 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         self.coef_, self.intercept_ = fit_ridge(
             X, y, alphas, weights, self.fit_intercept, mode=mode, moments=folds.full
         )
+        if y.ndim == 2 and y.shape[1] == 1:
+            # One target given as a column: coefficients of shape (n_features,)
+            # and predictions of shape (n_samples,), as Ridge gives since
+            # scikit-learn 1.6.
+            self.coef_ = self.coef_.reshape(-1)
         self.best_score_ = -float(result.loss)
         self.cv_results_ = cv_results_from_history(
             result.history, "alpha", _shown_alpha(mode)

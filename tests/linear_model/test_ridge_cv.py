@@ -377,6 +377,19 @@ def test_group_splitters_get_the_groups():
         HypergradRidgeCV(cv=cv).fit(X, y, groups=[0, 1])
 
 
+def test_one_target_as_a_column_gives_ridges_shapes():
+    # Since scikit-learn 1.6, Ridge on y of shape (n, 1) has coef_ of shape
+    # (n_features,) and predicts shape (n,).
+    X, y = _data(60, 4)
+    model = HypergradRidgeCV().fit(X, y[:, None])
+    reference = Ridge(alpha=model.alpha_).fit(X, y[:, None])
+    assert model.coef_.shape == (4,) and model.predict(X).shape == (60,)
+    np.testing.assert_allclose(model.coef_, np.ravel(reference.coef_), rtol=1e-8)
+    np.testing.assert_allclose(
+        model.predict(X), np.ravel(reference.predict(X)), rtol=1e-8
+    )
+
+
 def test_random_state_shuffles_integer_cv():
     X, y = _data()
     seeded = HypergradRidgeCV(cv=4, random_state=0).fit(X, y)
