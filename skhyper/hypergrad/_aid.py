@@ -28,6 +28,11 @@ __all__ = ["AID_SOLVERS", "aid", "exact"]
 AID_SOLVERS = ("cg", "fp", "gmres")
 
 
+# The smallest relative residual asked of the linear system, in machine
+# epsilons of its precision: float32 systems stall near 1e-5 whatever the
+# iteration cap (measured on kernel ridge and per-feature ridge).
+PRECISION_FLOOR = 100
+
 def _linearise(fp_map, outer_loss, w, hp_leaves):
     """Evaluate ``E`` and ``Φ`` at ``w`` on a fresh graph.
 
@@ -146,7 +151,9 @@ def aid(
         Linear-system solver: conjugate gradient (``∂_wΦ`` must be symmetric),
         the fixed-point iteration, or restarted GMRES for non-symmetric maps.
     tol : float, default=1e-10
-        Relative residual tolerance of the linear system.
+        Relative residual tolerance of the linear system, raised to
+        ``PRECISION_FLOOR`` machine epsilons of its precision (1.2e-5 in
+        float32), below which round-off stalls the residual.
     max_iter : int, default=100
         Iteration cap ``k`` of the linear-system solver.
     v0 : torch.Tensor, default=None
@@ -221,6 +228,7 @@ def aid(
                 f"symmetric (relative asymmetry {gap:.1e}); use solver='gmres' "
                 "or solver='fp' (or hypergrad='itd')."
             )
+    tol = max(tol, PRECISION_FLOOR * torch.finfo(rhs.dtype).eps)
     v, info = _solve_adjoint(jtvec, rhs, solver, tol, max_iter, v0, warn)
     _check_finite(v, "the solution v of the linear system")
 

@@ -23,7 +23,7 @@ import torch
 
 from ..hypergrad import hypergradient
 from ..tuning import FoldResult
-from ..utils import resolve_device, to_numpy, torch_dtype_for
+from ..utils import resolve_device, to_numpy
 from ._centring import centred_gram, centred_targets
 
 __all__ = [
@@ -66,7 +66,11 @@ def _to_torch(array, dtype, device):
 def feature_factors(problem):
     """Compute, once per fold, what every per-feature evaluation reuses."""
     X, weights = problem.X_train, problem.weights_train
-    dtype = torch_dtype_for(problem.X_val)
+    # Float64 whatever X's precision: with per-feature penalties spanning
+    # many decades the linear system is too badly conditioned for float32,
+    # whose conjugate gradient stalled above any useful tolerance (measured
+    # on diabetes), and d x d float64 is what the memory check allows for.
+    dtype = torch.float64
     device = resolve_device(problem.device)
     if problem.moments is not None:
         gram, rhs = problem.moments.gram, problem.moments.rhs

@@ -145,14 +145,21 @@ class KernelRidgeFoldProblem:
         self.device = resolve_device(device)
         self.dtype = torch_dtype_for(X_train)
 
-        # Fixed per fold: the distance matrices the kernels are functions of.
+        # Fixed per fold: the distance matrices the kernels are functions of,
+        # formed in float64 (then stored in the working precision): in float32,
+        # |a|² + |b|² - 2 a·b loses every digit when the features have a large
+        # mean. The rbf and laplacian kernels are unchanged by a shift of the
+        # data, so the training mean is also taken out first.
         def dense(X):
             X = X.toarray() if sp.issparse(X) else np.asarray(X)
-            return as_tensor(X, self.dtype, self.device)
+            return as_tensor(X, torch.float64, self.device)
 
         Xt, Xv = dense(X_train), dense(X_val)
-        self.dist_train = pairwise_distances_for(kernel, Xt, Xt)
-        self.dist_val = pairwise_distances_for(kernel, Xv, Xt)
+        if kernel != "linear":
+            centre = Xt.mean(dim=0)
+            Xt, Xv = Xt - centre, Xv - centre
+        self.dist_train = pairwise_distances_for(kernel, Xt, Xt).to(self.dtype)
+        self.dist_val = pairwise_distances_for(kernel, Xv, Xt).to(self.dtype)
         self.y_train = self._as_2d(y_train)
         self.y_val = self._as_2d(y_val)
         self.single_output = np.ndim(y_train) == 1

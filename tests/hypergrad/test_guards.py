@@ -211,3 +211,36 @@ def test_float32_tiny_outer_loss_gives_scaled_hypergradient(logistic):
     assert result.grad.dtype == torch.float32
     assert result.info.converged
     assert relative_error(result.grad.double() * 1e30, reference) < 1e-4
+
+
+@pytest.mark.parametrize("solver", ["cg", "fp", "gmres"])
+def test_float32_systems_stop_at_their_precision_not_at_an_unreachable_tol(
+    logistic, solver
+):
+    # tol=1e-12 is out of float32's reach; the solvers stop at 100 machine
+    # epsilons (1.2e-5) instead, converged, with that accuracy.
+    problem = logistic(n_features=5)
+    reference = aid(
+        problem.fp_map, problem.outer_loss, problem.w_star, problem.lam, tol=1e-12
+    ).grad
+
+    def fp_map32(w, lam):
+        return problem.fp_map(w.double(), lam.double()).float()
+
+    def loss32(w, lam):
+        return problem.outer_loss(w.double(), lam.double()).float()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = aid(
+            fp_map32,
+            loss32,
+            problem.w_star.float(),
+            problem.lam.float(),
+            solver=solver,
+            tol=1e-12,
+            max_iter=500,
+        )
+    assert result.info.converged
+    assert result.info.residual <= 100 * np.finfo(np.float32).eps
+    assert relative_error(result.grad.double(), reference) < 1e-4

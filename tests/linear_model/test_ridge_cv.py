@@ -390,6 +390,22 @@ def test_one_target_as_a_column_gives_ridges_shapes():
     )
 
 
+def test_per_feature_float32_input_solves_in_float64_without_warnings():
+    # Per-feature penalties span decades: float32 systems stalled above the
+    # linear-system tolerance and warned on every fit (105 fold solves here).
+    X, y = load_diabetes(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    cv = KFold(5)
+    double = HypergradRidgeCV(per_feature=True, cv=cv).fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        single = HypergradRidgeCV(per_feature=True, cv=cv).fit(
+            X.astype(np.float32), y.astype(np.float32)
+        )
+    assert single.coef_.dtype == np.float32
+    assert single.best_score_ == pytest.approx(double.best_score_, rel=1e-5)
+
+
 def test_random_state_shuffles_integer_cv():
     X, y = _data()
     seeded = HypergradRidgeCV(cv=4, random_state=0).fit(X, y)
