@@ -33,6 +33,7 @@ AID_SOLVERS = ("cg", "fp", "gmres")
 # iteration cap (measured on kernel ridge and per-feature ridge).
 PRECISION_FLOOR = 100
 
+
 def _linearise(fp_map, outer_loss, w, hp_leaves):
     """Evaluate ``E`` and ``Φ`` at ``w`` on a fresh graph.
 
