@@ -192,17 +192,25 @@ def test_float32_tiny_rhs_solves_correctly(function, scale):
     assert error < 1e-4
 
 
-def test_float32_tiny_outer_loss_gives_scaled_hypergradient(logistic):
-    problem = logistic(n_features=5)
-    reference = aid(
-        problem.fp_map, problem.outer_loss, problem.w_star, problem.lam, tol=1e-12
-    ).grad
+def _in_float32(problem, scale=1.0):
+    """The problem's map and outer loss (times ``scale``) seen in float32,
+    computed in float64, and its float64 hypergradient as reference."""
 
     def fp_map32(w, lam):
         return problem.fp_map(w.double(), lam.double()).float()
 
-    def tiny_loss32(w, lam):
-        return 1e-30 * problem.outer_loss(w.double(), lam.double()).float()
+    def loss32(w, lam):
+        return scale * problem.outer_loss(w.double(), lam.double()).float()
+
+    reference = aid(
+        problem.fp_map, problem.outer_loss, problem.w_star, problem.lam, tol=1e-12
+    ).grad
+    return fp_map32, loss32, reference
+
+
+def test_float32_tiny_outer_loss_gives_scaled_hypergradient(logistic):
+    problem = logistic(n_features=5)
+    fp_map32, tiny_loss32, reference = _in_float32(problem, scale=1e-30)
 
     result = aid(
         fp_map32, tiny_loss32, problem.w_star.float(), problem.lam.float(), tol=1e-5
@@ -220,15 +228,7 @@ def test_float32_systems_stop_at_their_precision_not_at_an_unreachable_tol(
     # tol=1e-12 is out of float32's reach; the solvers stop at 100 machine
     # epsilons (1.2e-5) instead, converged, with that accuracy.
     problem = logistic(n_features=5)
-    reference = aid(
-        problem.fp_map, problem.outer_loss, problem.w_star, problem.lam, tol=1e-12
-    ).grad
-
-    def fp_map32(w, lam):
-        return problem.fp_map(w.double(), lam.double()).float()
-
-    def loss32(w, lam):
-        return problem.outer_loss(w.double(), lam.double()).float()
+    fp_map32, loss32, reference = _in_float32(problem)
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
