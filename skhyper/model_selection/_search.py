@@ -3,11 +3,12 @@
 import math
 import numbers
 import time
+from functools import partial
 
 import numpy as np
 from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone, is_classifier
-from sklearn.metrics import check_scoring, log_loss, make_scorer
+from sklearn.metrics import check_scoring, log_loss
 from sklearn.model_selection import check_cv
 from sklearn.pipeline import Pipeline
 from sklearn.utils import check_array, indexable
@@ -458,12 +459,7 @@ class HypergradSearchCV(MetaEstimatorMixin, BaseEstimator):
         """The scorer of the iterates (see ``scoring``); a classifier's log
         loss knows every class of ``y``, which a validation part may miss."""
         if self.scoring is None and is_classifier(estimator):
-            return make_scorer(
-                log_loss,
-                greater_is_better=False,
-                response_method="predict_proba",
-                labels=np.unique(y),
-            )
+            return partial(_neg_log_loss, labels=np.unique(y))
         return check_scoring(estimator, self.scoring)
 
     def score(self, X, y=None):
@@ -537,3 +533,10 @@ def _check_targets(y, classifier):
         check_classification_targets(y)
     else:
         check_array(y, ensure_2d=False, dtype="numeric", input_name="y")
+
+
+def _neg_log_loss(estimator, X, y, sample_weight=None, *, labels):
+    """The negated log loss of ``estimator`` on ``(X, y)`` over all
+    ``labels`` (a scorer, as ``"neg_log_loss"``, for any scikit-learn)."""
+    proba = estimator.predict_proba(X)
+    return -log_loss(y, proba, sample_weight=sample_weight, labels=labels)
