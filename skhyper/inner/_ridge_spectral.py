@@ -143,6 +143,8 @@ def spectral_evaluate(problem, factors, alphas):
     losses : ndarray of shape (n_points,)
     grads : ndarray of the shape of ``alphas``
         ``α ⊙ ∂E/∂α`` at each point.
+    parts : ndarray of shape (n_points, n_targets)
+        Each target's validation loss (``losses`` is their mean).
     """
     n_points = alphas.shape[0]
     n_val, n_targets = factors.val_targets.shape
@@ -167,7 +169,7 @@ def spectral_evaluate(problem, factors, alphas):
     dlosses = 2.0 * dlosses.reshape(n_points, n_targets) / n_targets
     if alphas.shape[1] == 1:
         dlosses = dlosses.sum(axis=1, keepdims=True)
-    return losses.sum(axis=1) / n_targets, alphas * dlosses
+    return losses.sum(axis=1) / n_targets, alphas * dlosses, losses
 
 
 def spectral_coefficients(problem, factors, alpha):

@@ -253,10 +253,18 @@ class RidgeFoldProblem:
                 state = results[-1].state
             return results
         factors = state.factors if state.factors is not None else spectrum(self)
-        losses, grads = spectral_evaluate(self, factors, np.exp(thetas))
+        losses, grads, parts = spectral_evaluate(self, factors, np.exp(thetas))
+        # One alpha per target: the loss is the mean of the targets' own,
+        # each a function of its alpha alone (separable, see FoldResult).
+        separable = self.mode == "per_target"
         return [
-            FoldResult(float(loss), grad, RidgeFoldState(theta=theta, factors=factors))
-            for loss, grad, theta in zip(losses, grads, thetas)
+            FoldResult(
+                float(loss),
+                grad,
+                RidgeFoldState(theta=theta, factors=factors),
+                parts=part if separable else None,
+            )
+            for loss, grad, theta, part in zip(losses, grads, thetas, parts)
         ]
 
     def coefficients(self, state, theta=None):

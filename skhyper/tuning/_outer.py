@@ -58,6 +58,10 @@ class FoldResult:
         Whether the hypergradient's linear system met its tolerance.
     score : float or None
         Optional score (greater is better) used to pick the best iterate.
+    parts : ndarray of shape (n_hyperparameters,) or None
+        Optional, for a separable loss: part ``j`` depends on ``theta_j``
+        alone and ``loss`` is their mean (one alpha per target, say). The
+        scan of :func:`tune` then picks each ``theta_j`` on its own.
 
     Examples
     --------
@@ -73,6 +77,7 @@ class FoldResult:
     inner_converged: bool = True
     linsys_converged: bool = True
     score: object = None
+    parts: object = None
 
 
 @dataclass
@@ -440,7 +445,30 @@ def _scan_start(objective, batch, theta0, lower, upper, n_points):
     else:
         evaluated = [(objective(t, r), t) for t, r in zip(candidates, batched)]
     (loss, grad), theta = min(evaluated, key=lambda item: item[0][0])
+    composed = None if batched is None else _separable_best(candidates, batched)
+    if composed is not None:
+        # Each theta_j at its own best candidate: by separability no worse
+        # than any single candidate, where one shared value suits no target
+        # whose loss is far smaller than the others'.
+        composed_loss, composed_grad = objective(composed)
+        if composed_loss <= loss:
+            return composed, (composed_loss, composed_grad)
     return np.array(theta, dtype=np.float64), (loss, grad)
+
+
+def _separable_best(candidates, batched):
+    """The point taking each ``theta_j`` from the candidate with the smallest
+    mean part ``j``, when every fold result has ``parts``; else ``None``."""
+    if any(r.parts is None for results in batched for r in results):
+        return None
+    parts = np.array(
+        [np.mean([r.parts for r in results], axis=0) for results in batched]
+    )
+    if parts.shape != np.shape(candidates) or not np.all(np.isfinite(parts)):
+        return None
+    best = parts.argmin(axis=0)
+    candidates = np.asarray(candidates, dtype=np.float64)
+    return candidates[best, np.arange(candidates.shape[1])]
 
 
 def _record(history, theta, loss, fold_losses, grad_norm, score, scores, start):

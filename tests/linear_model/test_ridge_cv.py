@@ -406,6 +406,22 @@ def test_per_feature_float32_input_solves_in_float64_without_warnings():
     assert single.best_score_ == pytest.approx(double.best_score_, rel=1e-5)
 
 
+def test_alpha_per_target_finds_each_targets_own_alpha_whatever_its_scale():
+    # Diabetes' target (CV MSE about 3000) next to unit noise (about 1): the
+    # shared scan start left the noise target at alpha 0.0019 (CV MSE 1.017)
+    # where the bound 1e6 is best (0.982). Each target now starts from its
+    # own best scan point.
+    X, y = load_diabetes(return_X_y=True)
+    Y = np.c_[y, np.random.RandomState(0).normal(size=len(y))]
+    cv = KFold(5, shuffle=True, random_state=0)
+    model = HypergradRidgeCV(cv=cv, alpha_per_target=True).fit(X, Y)
+    for target in range(2):
+        alone = HypergradRidgeCV(cv=cv).fit(X, Y[:, target])
+        np.testing.assert_allclose(model.alpha_[target], alone.alpha_, rtol=1e-3)
+    brute = np.mean([_kfold_loss(X, Y[:, t], model.alpha_[t], cv) for t in range(2)])
+    assert -model.best_score_ == pytest.approx(brute, rel=1e-8)
+
+
 def test_random_state_shuffles_integer_cv():
     X, y = _data()
     seeded = HypergradRidgeCV(cv=4, random_state=0).fit(X, y)

@@ -146,6 +146,43 @@ def test_scan_starts_from_the_best_coarse_point():
     )
 
 
+class SeparableFold(QuadraticFold):
+    """A quadratic fold whose loss is the mean of one part per coordinate,
+    ``0.5 a_j (θ_j - c_j)²``, evaluated many points at a time."""
+
+    def evaluate(self, theta, state):
+        diff = np.asarray(theta) - self.centre
+        parts = 0.5 * self.curvature * diff**2
+        return FoldResult(
+            loss=float(parts.mean()),
+            grad=self.curvature * diff / diff.size,
+            state=state + 1,
+            parts=parts,
+        )
+
+    def evaluate_many(self, thetas, state):
+        results = []
+        for theta in thetas:
+            results.append(self.evaluate(theta, state))
+            state = results[-1].state
+        return results
+
+
+def test_scan_picks_each_coordinate_of_a_separable_loss_on_its_own():
+    # Optima at -8 and 8, on (-10, 10) with a scan of 5 points: no shared
+    # value on the diagonal (-10, -5, 0, 5, 10) suits both, the best is 0
+    # (loss (64 + 64) / 4 = 32); per coordinate the best scan values are -10
+    # and 10 (loss (4 + 4) / 4 = 2).
+    problems = [SeparableFold([-8.0, 8.0], curvature=np.ones(2))]
+    result = tune(problems, [0.0, 0.0], (-10.0, 10.0), scan=5)
+    # theta0 and the 5 scan points come first, then the composed start.
+    history = result.history
+    assert min(history["loss"][:6]) == pytest.approx(32.0)
+    np.testing.assert_allclose(history["theta"][6], [-10.0, 10.0])
+    assert history["loss"][6] == pytest.approx(2.0)
+    np.testing.assert_allclose(result.theta, [-8.0, 8.0], atol=1e-4)
+
+
 def test_use_score_selects_by_score_not_loss():
     problems = [QuadraticFold([1.0])]
     result = tune(problems, [0.0], (-5.0, 5.0), use_score=True)
