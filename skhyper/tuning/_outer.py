@@ -226,7 +226,11 @@ def tune(
     first step is the gradient itself; the objective it sees is divided by the
     largest gradient component at the start, which makes that first step one
     unit of ``log λ`` whatever the scale of the loss (the history keeps the
-    unscaled values).
+    unscaled values). A separable loss (fold results with ``parts``) is seen
+    as the mean of its parts, each divided by its value at the start: the
+    minimiser is the same, and a part far smaller than the others still
+    moves its hyperparameter instead of stopping L-BFGS-B short of it. Its
+    scan also picks each hyperparameter's start on its own.
 
     The ``"scalar"`` search steps downhill from ``theta0`` (first one unit of
     ``log λ``, then about one and a half times the distance at which the
@@ -273,6 +277,7 @@ def tune(
         "time": [],
     }
     counters = {"inner": 0, "linsys": 0, "non_finite": 0}
+    latest = {"parts": None}  # the last evaluation's mean parts, if separable
     start = time.perf_counter()
     label = [names] if isinstance(names, str) else list(names or ["lambda"])
 
@@ -289,11 +294,13 @@ def tune(
             if not (np.all(np.isfinite(losses)) and np.all(np.isfinite(grads))):
                 raise NonFiniteError("non-finite validation loss or hypergradient")
         except NonFiniteError as exc:
+            latest["parts"] = None
             counters["non_finite"] += 1
             logger.debug("skipping a non-finite evaluation at %s: %s", theta, exc)
             _record(history, theta, math.nan, [], math.nan, None, [], start)
             return _penalty(history), np.zeros_like(theta)
         states = [r.state for r in results]
+        latest["parts"] = _mean_parts(results, theta.size)
         counters["inner"] += sum(not r.inner_converged for r in results)
         counters["linsys"] += sum(not r.linsys_converged for r in results)
         loss = float(losses.mean())
@@ -330,6 +337,7 @@ def tune(
             scan=scan,
             max_iter=max_iter,
             tol=tol,
+            latest=latest,
         )
     else:
         raise ValueError(f"method must be 'l-bfgs-b' or 'scalar', got {method!r}")
@@ -362,28 +370,42 @@ def _norm(x):
     return float(np.linalg.norm(x))
 
 
-def _lbfgsb(objective, batch, theta0, lower, upper, *, scan, max_iter, tol):
+def _lbfgsb(
+    objective, batch, theta0, lower, upper, *, scan, max_iter, tol, latest=None
+):
     """L-BFGS-B from ``theta0``, or from the best point of a scan, within bounds.
 
     The objective L-BFGS-B sees is divided by the largest gradient component
-    at its first point (see the Notes of :func:`tune`).
+    at its first point (see the Notes of :func:`tune`). A separable loss
+    (``latest["parts"]`` set by ``objective``) is seen as the mean of its
+    parts, each divided by its value at the first point, so that no part is
+    too small to move: the minimiser is the same.
     """
+    latest = {"parts": None} if latest is None else latest
     cached = {}
     if scan:
-        theta0, cached["start"] = _scan_start(
-            objective, batch, theta0, lower, upper, int(scan)
+        theta0, cached["start"], cached["parts"] = _scan_start(
+            objective, batch, theta0, lower, upper, int(scan), latest
         )
-    scale = []
+    scale, weights = [], []
 
     def scaled_objective(theta):
         if "start" in cached and np.array_equal(theta, theta0):
             loss, grad = cached.pop("start")  # the scan already evaluated it
+            parts = cached.pop("parts")
         else:
             cached.clear()
             loss, grad = objective(theta)
+            parts = latest["parts"]
         if not scale:
             # A non-finite first point comes back with a zero gradient: scale 1.
-            scale.append(_objective_scale(grad))
+            if parts is not None:
+                weights.append(1.0 / np.maximum(parts, 1e-12 * parts.max() + 1e-300))
+            scale.append(_objective_scale(grad * weights[0] if weights else grad))
+        if weights:
+            if parts is None:  # a non-finite point: the penalty, flat
+                return loss * float(weights[0].mean()) / scale[0], grad
+            loss, grad = float(np.mean(parts * weights[0])), grad * weights[0]
         return loss / scale[0], grad / scale[0]
 
     # L-BFGS-B: cheap, robust, and it honours the bounds exactly.
@@ -431,11 +453,12 @@ def _objective_scale(grad):
     return largest if math.isfinite(largest) and largest > 0 else 1.0
 
 
-def _scan_start(objective, batch, theta0, lower, upper, n_points):
+def _scan_start(objective, batch, theta0, lower, upper, n_points, latest):
     """Evaluate ``theta0`` and ``n_points`` on the diagonal of the bounds box.
 
-    Returns the best finite point and its ``(loss, grad)``; ``theta0`` wins
-    ties. Non-finite points come back from ``objective`` as a large penalty.
+    Returns the best finite point, its ``(loss, grad)`` and its parts when
+    the loss is separable (else ``None``); ``theta0`` wins ties. Non-finite
+    points come back from ``objective`` as a large penalty.
     """
     fractions = np.linspace(0.0, 1.0, n_points) if n_points > 1 else [0.5]
     candidates = [theta0] + [lower + f * (upper - lower) for f in fractions]
@@ -452,8 +475,16 @@ def _scan_start(objective, batch, theta0, lower, upper, n_points):
         # whose loss is far smaller than the others'.
         composed_loss, composed_grad = objective(composed)
         if composed_loss <= loss:
-            return composed, (composed_loss, composed_grad)
-    return np.array(theta, dtype=np.float64), (loss, grad)
+            return composed, (composed_loss, composed_grad), latest["parts"]
+    return np.array(theta, dtype=np.float64), (loss, grad), None
+
+
+def _mean_parts(results, size):
+    """The mean over folds of the results' ``parts``, or ``None``."""
+    if any(r.parts is None for r in results):
+        return None
+    parts = np.mean([np.asarray(r.parts, dtype=np.float64) for r in results], axis=0)
+    return parts if parts.shape == (size,) and np.all(np.isfinite(parts)) else None
 
 
 def _separable_best(candidates, batched):

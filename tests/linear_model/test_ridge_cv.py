@@ -407,18 +407,21 @@ def test_per_feature_float32_input_solves_in_float64_without_warnings():
 
 
 def test_alpha_per_target_finds_each_targets_own_alpha_whatever_its_scale():
-    # Diabetes' target (CV MSE about 3000) next to unit noise (about 1): the
-    # shared scan start left the noise target at alpha 0.0019 (CV MSE 1.017)
-    # where the bound 1e6 is best (0.982). Each target now starts from its
-    # own best scan point.
+    # Diabetes' target (CV MSE about 3000) next to unit noise (about 1) and a
+    # weak linear signal scaled by 1e-3: on the mean of their losses the small
+    # targets hardly moved (the noise target stayed at alpha 0.0019 where the
+    # bound 1e6 is best). Each must end at the alpha it gets on its own.
     X, y = load_diabetes(return_X_y=True)
-    Y = np.c_[y, np.random.RandomState(0).normal(size=len(y))]
+    rng = np.random.RandomState(1)
+    small = 1e-3 * (X @ rng.normal(size=10) * 3 + rng.normal(size=len(y)))
+    noise = np.random.RandomState(0).normal(size=len(y))
+    Y = np.c_[y, noise, small]
     cv = KFold(5, shuffle=True, random_state=0)
     model = HypergradRidgeCV(cv=cv, alpha_per_target=True).fit(X, Y)
-    for target in range(2):
+    for target in range(3):
         alone = HypergradRidgeCV(cv=cv).fit(X, Y[:, target])
         np.testing.assert_allclose(model.alpha_[target], alone.alpha_, rtol=1e-3)
-    brute = np.mean([_kfold_loss(X, Y[:, t], model.alpha_[t], cv) for t in range(2)])
+    brute = np.mean([_kfold_loss(X, Y[:, t], model.alpha_[t], cv) for t in range(3)])
     assert -model.best_score_ == pytest.approx(brute, rel=1e-8)
 
 
