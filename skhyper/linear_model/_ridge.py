@@ -353,7 +353,7 @@ class HypergradRidgeCV(LinearPredictorMixin, RegressorMixin, BaseEstimator):
         # as one L-BFGS-B step and guards the start against plateaus and
         # distant minima.
         decades = (bounds[1] - bounds[0]) / np.log(10.0)
-        n_scan = 0 if mode == "per_feature" else int(np.clip(decades + 1, 3, 25))
+        n_scan = 0 if mode == "per_feature" else int(np.clip(round(decades) + 1, 3, 25))
         return tune(
             problems,
             theta0,

@@ -61,7 +61,9 @@ class FoldResult:
     parts : ndarray of shape (n_hyperparameters,) or None
         Optional, for a separable loss: part ``j`` depends on ``theta_j``
         alone and ``loss`` is their mean (one alpha per target, say). The
-        scan of :func:`tune` then picks each ``theta_j`` on its own.
+        scan of :func:`tune` then picks each ``theta_j`` on its own, and,
+        when every part is positive at the start, L-BFGS-B weighs each part
+        by the inverse of its starting value.
 
     Examples
     --------
@@ -399,8 +401,8 @@ def _lbfgsb(
             parts = latest["parts"]
         if not scale:
             # A non-finite first point comes back with a zero gradient: scale 1.
-            if parts is not None:
-                weights.append(1.0 / np.maximum(parts, 1e-12 * parts.max() + 1e-300))
+            if parts is not None and bool(np.all(parts > 0)):
+                weights.append(1.0 / parts)
             scale.append(_objective_scale(grad * weights[0] if weights else grad))
         if weights:
             if parts is None:  # a non-finite point: the penalty, flat

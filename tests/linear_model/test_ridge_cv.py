@@ -425,6 +425,15 @@ def test_alpha_per_target_finds_each_targets_own_alpha_whatever_its_scale():
     assert -model.best_score_ == pytest.approx(brute, rel=1e-8)
 
 
+def test_the_scan_has_one_point_per_decade_of_the_bounds():
+    # log(1e6) - log(1e-6) over log(10) is 11.999999999999998 in floating
+    # point: 13 points, not 12.
+    X, y = _data()
+    model = HypergradRidgeCV(max_iter=1).fit(X, y)
+    scanned = model.cv_results_["param_alpha"][1:14].astype(float)
+    np.testing.assert_allclose(scanned, np.logspace(-6, 6, 13), rtol=1e-12)
+
+
 def test_random_state_shuffles_integer_cv():
     X, y = _data()
     seeded = HypergradRidgeCV(cv=4, random_state=0).fit(X, y)

@@ -200,6 +200,23 @@ def test_a_separable_part_a_million_times_smaller_still_reaches_its_optimum():
     assert abs(run(False)[1] - 3.0) > 0.5
 
 
+def test_separable_parts_that_are_not_positive_are_not_used_as_weights():
+    # Parts 0.5 (θ_j - c_j)² - 10 (or + 1): no weight 1/part makes sense, and
+    # the plain mean must still be minimised, at (1, 3).
+    class Shifted(SeparableFold):
+        def evaluate(self, theta, state):
+            result = super().evaluate(theta, state)
+            result.parts = result.parts + self.shift
+            result.loss = float(result.parts.mean())
+            return result
+
+    for shift in ([-10.0, -10.0], [-10.0, 1.0]):
+        fold = Shifted([1.0, 3.0], np.ones(2))
+        fold.shift = np.array(shift)
+        result = tune([fold], [0.0, 0.0], (-5.0, 5.0))
+        np.testing.assert_allclose(result.theta, [1.0, 3.0], atol=1e-4)
+
+
 def test_use_score_selects_by_score_not_loss():
     problems = [QuadraticFold([1.0])]
     result = tune(problems, [0.0], (-5.0, 5.0), use_score=True)
